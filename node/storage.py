@@ -1,0 +1,388 @@
+"""The node's durable store: one LMDB environment per node home.
+
+Layout (named sub-databases; integers are unsigned 64-bit big-endian so that
+LMDB's byte order is numeric order)::
+
+    blocks        u64be height  -> u32be len(block_bytes) || block_bytes || cert_bytes
+    block_hashes  block hash    -> u64be height
+    txs           tx hash       -> u64be height || u32be index || u32be code
+    batches       batch digest  -> encoded Batch
+    app           app key       -> value            (node.apps state, see StoredAppState)
+    safety        b"state"      -> encoded SafetyState   (consensus SafetyRules)
+    meta          b"height"     -> u64be last committed height
+                  b"app_hash"   -> app hash after the last committed block
+                  b"schema"     -> b"1"
+                  other keys    -> whatever `put_meta` stored (genesis hash, ...)
+
+Blocks and certificates are opaque bytes encoded by the caller, so the store
+does not depend on `consensus.types`.
+
+One block, one write transaction. `commit_block` writes the block, its hash,
+its tx index entries, its batches, the app's writes and the new meta in a
+single LMDB transaction: a crash (even SIGKILL mid-write) leaves the store at
+the previous block or at this one, never in between, and the app state on disk
+always matches the stored height and app hash.
+
+Why these flags:
+- ``sync=True, metasync=True``: a commit returns only after fsync of data and
+  meta pages. A block the node announced as committed (and, above all, a
+  safety state that let a vote leave the node) must survive a power loss.
+- ``writemap=False``: with a writable map a stray write from a bug anywhere in
+  the process could corrupt the database file, and LMDB's durability story is
+  simplest with the default malloc'd write pages.
+- ``map_async=False`` (only meaningful with writemap) and ``lock=True`` (other
+  processes, e.g. ``bftnode localnet status``, may open it read-only).
+- ``map_size`` (default 1 GiB) is only address space; the file grows as data
+  does. When it fills, `commit_block` doubles it and retries instead of
+  halting the node.
+- ``max_dbs`` covers the sub-databases above with room to add some.
+
+``sync=False`` exists for throwaway benchmarks only: block commits then skip
+fsync, but `LmdbSafetyStore.save` still forces ``env.sync(True)``, so a
+validator never double-signs after a crash even then.
+
+LMDB allows one open environment per file per process: open a home once and
+share the `Storage` object (node.stores). Several processes (Ray actors) may
+open the same home; LMDB serialises their writers, and a process whose map
+another one grew adopts the new size on its next transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import lmdb
+
+DEFAULT_MAP_SIZE = 1 << 30
+MAX_DBS = 16
+SCHEMA_VERSION = b"1"
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_TX_ENTRY = struct.Struct(">QII")
+
+_DB_NAMES = ("blocks", "block_hashes", "txs", "batches", "app", "safety", "meta")
+_META_HEIGHT = b"height"
+_META_APP_HASH = b"app_hash"
+_META_SCHEMA = b"schema"
+_SAFETY_KEY = b"state"
+_MAX_MAP_GROWTHS = 8
+
+
+class StorageError(Exception):
+    """The store refused an operation (out-of-order block, corrupt record, full disk...)."""
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    """Where a committed transaction landed."""
+
+    height: int
+    index: int
+    code: int
+
+
+class Storage:
+    """The LMDB environment of one node home (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
+                 sync: bool = True, readonly: bool = False) -> None:
+        self.path = os.fspath(path)
+        if not readonly:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+        try:
+            self._env = lmdb.open(
+                self.path,
+                map_size=map_size,
+                max_dbs=MAX_DBS,
+                subdir=True,
+                readonly=readonly,
+                sync=sync,
+                metasync=sync,
+                writemap=False,
+                map_async=False,
+                lock=True,
+                create=not readonly,
+                mode=0o600,
+            )
+        except lmdb.Error as exc:
+            raise StorageError(f"cannot open the store at {self.path}: {exc}") from None
+        try:
+            self._dbs = {name: self._env.open_db(name.encode(), create=not readonly)
+                         for name in _DB_NAMES}
+        except lmdb.NotFoundError:
+            self._env.close()
+            raise StorageError(f"the store at {self.path} has not been initialised") from None
+        if not readonly:
+            self._check_schema()
+
+    def _check_schema(self) -> None:
+        with self._begin(write=True, db=self._dbs["meta"]) as txn:
+            found = txn.get(_META_SCHEMA)
+            if found is None:
+                txn.put(_META_SCHEMA, SCHEMA_VERSION)
+            elif found != SCHEMA_VERSION:
+                raise StorageError(
+                    f"the store at {self.path} has schema {found!r}; this node reads "
+                    f"{SCHEMA_VERSION!r}"
+                )
+
+    def _begin(self, **kwargs: object) -> lmdb.Transaction:
+        """env.begin(), adopting a map that another process grew meanwhile."""
+        try:
+            return self._env.begin(**kwargs)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)
+            return self._env.begin(**kwargs)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sync(self) -> None:
+        """Force everything committed so far to disk (fsync)."""
+        self._env.sync(True)
+
+    # --- the block writer ----------------------------------------------------------
+
+    def commit_block(
+        self,
+        height: int,
+        block_bytes: bytes,
+        cert_bytes: bytes,
+        *,
+        block_hash: bytes,
+        tx_entries: Sequence[tuple[bytes, int]] = (),
+        app_writes: Sequence[tuple[bytes, bytes | None]] = (),
+        app_hash: bytes,
+        batches: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Store block `height` and everything it changed, in one transaction.
+
+        `tx_entries` is the block's txs in order as (tx hash, result code); the
+        index of an entry is its position. A tx hash already in the index keeps
+        its first entry: a tx included twice fails the second time with a bad
+        nonce, and its sender should see the commit that counted.
+        `app_writes` are `App.pending_writes()` (value None = delete);
+        `batches` are (digest, encoded batch) of the block's payload, so it can
+        be served and replayed after a restart. Raises StorageError unless
+        `height` is the last committed height + 1; on any error nothing is written.
+        """
+        if len(app_hash) != 32 or len(block_hash) != 32:
+            raise StorageError("block hash and app hash must be 32 bytes")
+        self._write(lambda txn: self._commit_block(txn, height, block_bytes, cert_bytes,
+                                                   block_hash, tx_entries, app_writes,
+                                                   app_hash, batches))
+
+    def _write(self, body: Callable[[lmdb.Transaction], None]) -> None:
+        """Run `body` in one write transaction, growing the map when it is full."""
+        for _ in range(_MAX_MAP_GROWTHS):
+            try:
+                with self._begin(write=True) as txn:
+                    body(txn)
+                return
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        raise StorageError(f"the store at {self.path} is full even after growing its map")
+
+    def _commit_block(self, txn: lmdb.Transaction, height: int, block_bytes: bytes,
+                      cert_bytes: bytes, block_hash: bytes,
+                      tx_entries: Sequence[tuple[bytes, int]],
+                      app_writes: Sequence[tuple[bytes, bytes | None]], app_hash: bytes,
+                      batches: Sequence[tuple[bytes, bytes]]) -> None:
+        d = self._dbs
+        latest = self._latest_height(txn)
+        if height != latest + 1:
+            raise StorageError(f"cannot store block {height}: the last stored block is {latest}")
+        record = _U32.pack(len(block_bytes)) + block_bytes + cert_bytes
+        txn.put(_U64.pack(height), record, db=d["blocks"])
+        txn.put(block_hash, _U64.pack(height), db=d["block_hashes"])
+        for index, (tx_hash, code) in enumerate(tx_entries):
+            txn.put(tx_hash, _TX_ENTRY.pack(height, index, code), db=d["txs"], overwrite=False)
+        for digest, data in batches:
+            txn.put(digest, data, db=d["batches"])
+        app_db = d["app"]
+        for key, value in app_writes:
+            if value is None:
+                txn.delete(key, db=app_db)
+            else:
+                txn.put(key, value, db=app_db)
+        txn.put(_META_HEIGHT, _U64.pack(height), db=d["meta"])
+        txn.put(_META_APP_HASH, app_hash, db=d["meta"])
+
+    def put_batches(self, batches: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store (digest, encoded batch) pairs ahead of any block naming them."""
+        def body(txn: lmdb.Transaction) -> None:
+            for digest, data in batches:
+                txn.put(digest, data, db=self._dbs["batches"])
+
+        self._write(body)
+
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        if key in (_META_HEIGHT, _META_APP_HASH, _META_SCHEMA):
+            raise StorageError(f"meta key {key!r} is owned by the store")
+        self._write(lambda txn: txn.put(key, value, db=self._dbs["meta"]))
+
+    # --- readers -------------------------------------------------------------------
+
+    def _latest_height(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(_META_HEIGHT, db=self._dbs["meta"])
+        return 0 if raw is None else _U64.unpack(raw)[0]
+
+    def latest_height(self) -> int:
+        """The last committed height (0 for an empty store)."""
+        with self._begin() as txn:
+            return self._latest_height(txn)
+
+    def last_app_hash(self) -> bytes | None:
+        """The app hash after the last committed block (None for an empty store)."""
+        return self.get_meta(_META_APP_HASH)
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        with self._begin(db=self._dbs["meta"]) as txn:
+            return txn.get(key)
+
+    def block(self, height: int) -> tuple[bytes, bytes] | None:
+        """(block bytes, certificate bytes) of block `height`, or None."""
+        if height < 1:
+            return None
+        with self._begin(db=self._dbs["blocks"]) as txn:
+            raw = txn.get(_U64.pack(height))
+        return None if raw is None else self._decode_block_record(height, raw)
+
+    def block_by_hash(self, block_hash: bytes) -> tuple[bytes, bytes] | None:
+        height = self.height_of(block_hash)
+        return None if height is None else self.block(height)
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        """Height of the block with hash `block_hash`, or None."""
+        with self._begin(db=self._dbs["block_hashes"]) as txn:
+            raw = txn.get(block_hash)
+        return None if raw is None else _U64.unpack(raw)[0]
+
+    def iter_blocks(self, start: int = 1, end: int | None = None
+                    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """(height, block bytes, cert bytes) for heights in [start, end], in order.
+
+        Reads one consistent snapshot; for replay on restart and block sync.
+        """
+        with self._begin(db=self._dbs["blocks"]) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_U64.pack(max(start, 1))):
+                return
+            for key, raw in cursor:
+                height = _U64.unpack(key)[0]
+                if end is not None and height > end:
+                    return
+                block_bytes, cert_bytes = self._decode_block_record(height, raw)
+                yield height, block_bytes, cert_bytes
+
+    def tx(self, tx_hash: bytes) -> TxRecord | None:
+        """Where the tx with hash `tx_hash` was committed, or None."""
+        with self._begin(db=self._dbs["txs"]) as txn:
+            raw = txn.get(tx_hash)
+        return None if raw is None else TxRecord(*_TX_ENTRY.unpack(raw))
+
+    def batch(self, digest: bytes) -> bytes | None:
+        """The encoded batch with `digest`, or None."""
+        with self._begin(db=self._dbs["batches"]) as txn:
+            return txn.get(digest)
+
+    def has_batch(self, digest: bytes) -> bool:
+        return self.batch(digest) is not None
+
+    def app_get(self, key: bytes) -> bytes | None:
+        """A committed app-state value, or None."""
+        with self._begin(db=self._dbs["app"]) as txn:
+            return txn.get(key)
+
+    def _decode_block_record(self, height: int, raw: bytes) -> tuple[bytes, bytes]:
+        if len(raw) < _U32.size or _U32.unpack_from(raw)[0] > len(raw) - _U32.size:
+            raise StorageError(f"stored block {height} is corrupt")
+        split = _U32.size + _U32.unpack_from(raw)[0]
+        return raw[_U32.size:split], raw[split:]
+
+    # --- safety state --------------------------------------------------------------
+
+    def load_safety(self) -> bytes | None:
+        with self._begin(db=self._dbs["safety"]) as txn:
+            return txn.get(_SAFETY_KEY)
+
+    def save_safety(self, data: bytes) -> None:
+        """Store the encoded safety state; durable on disk when this returns."""
+        self._write(lambda txn: txn.put(_SAFETY_KEY, data, db=self._dbs["safety"]))
+        self._env.sync(True)
+
+
+class StoredAppState:
+    """`node.apps.AppState` over the store's ``app`` database.
+
+    `apply` writes nothing: the block's writes were already stored by
+    `Storage.commit_block`, in the block's own transaction, which is what makes
+    block and app state atomic. Call `App.commit()` only after `commit_block`.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._storage.app_get(key)
+
+    def apply(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        return None
+
+
+S = TypeVar("S")
+
+
+class LmdbSafetyStore(Generic[S]):
+    """The consensus `SafetyStore` protocol (load/save) on the node's store.
+
+    `save` returns only once the state is on disk (LMDB commit with sync, then
+    an explicit ``env.sync(True)``): SafetyRules saves *before* a vote leaves
+    the node, so a crash right after sending can never let the restarted node
+    sign a conflicting vote. `encode`/`decode` turn a SafetyState into bytes
+    and back (by default ``state.encode()``), so this module does not import
+    consensus types.
+    """
+
+    def __init__(self, storage: Storage, decode: Callable[[bytes], S],
+                 encode: Callable[[S], bytes] | None = None) -> None:
+        self._storage = storage
+        self._decode = decode
+        self._encode = encode if encode is not None else _encode_default
+
+    def load(self) -> S | None:
+        raw = self._storage.load_safety()
+        return None if raw is None else self._decode(raw)
+
+    def save(self, state: S) -> None:
+        self._storage.save_safety(self._encode(state))
+
+
+def _encode_default(state: object) -> bytes:
+    encode = getattr(state, "encode", None)
+    if encode is None:
+        raise StorageError(f"{type(state).__name__} has no encode(); pass encode= to LmdbSafetyStore")
+    return encode()
+
+
+__all__ = [
+    "DEFAULT_MAP_SIZE",
+    "LmdbSafetyStore",
+    "Storage",
+    "StorageError",
+    "StoredAppState",
+    "TxRecord",
+]

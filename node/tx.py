@@ -1,0 +1,314 @@
+"""Signed transactions and the batches that mempools gossip.
+
+A transaction is the wire message ``[64, chain_id, app, sender, nonce, op, signature]``:
+
+- ``chain_id`` (str): the chain it is meant for; part of the sign bytes, so a
+  transaction signed for one chain never verifies on another;
+- ``app`` (str): ``"kvstore"`` or ``"bank"``;
+- ``sender`` (32 bytes): the signer's Ed25519 public key; the account is
+  ``crypto.address(sender)``;
+- ``nonce`` (int): the sender's next expected nonce (0 for its first transaction);
+- ``op`` (array): what to do, per app::
+
+      kvstore  ["set", key: bytes, value: bytes]   |   ["del", key: bytes]
+      bank     ["transfer", to: 20-byte address or its 40-char lowercase hex, amount: int > 0]
+
+- ``signature`` (64 bytes) over ``codec.sign_bytes(b"bftnode/tx", chain_id,
+  [app, sender, nonce, op])``.
+
+Canonical encoding. `decode_tx` accepts only the exact bytes that `Tx.encode`
+produces. A transaction's hash is sha256 of its encoded bytes and names it in
+the tx index and the HTTP API; if a relayer could re-encode the same signed
+transaction differently (a wider integer, say), one transaction would have two
+hashes and a client could wait forever on the one that was not committed.
+
+Signatures are never checked one by one: `tx_sign_items` lays out a list of
+transactions as the three parallel lists `crypto.verify_batch` takes, so a
+batch of any size costs one call to the (Cython, GIL-free) batch verifier.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from consensus.codec import (
+    MAX_MESSAGE_BYTES,
+    CodecError,
+    Limits,
+    Registry,
+    WireMessage,
+    expect_bytes,
+    expect_int,
+    expect_list,
+    expect_str,
+    sign_bytes,
+    unpack,
+)
+from crypto import PrivateKey, sha256, verify_batch
+
+TX_TAG = 64
+BATCH_TAG = 65
+TX_DOMAIN = b"bftnode/tx"
+
+APPS = ("kvstore", "bank")
+MAX_CHAIN_ID_LEN = 64
+MAX_KEY_BYTES = 256
+MAX_VALUE_BYTES = 64 * 1024
+DEFAULT_MAX_TX_BYTES = 64 * 1024
+MAX_NONCE = (1 << 63) - 1
+MAX_AMOUNT = (1 << 63) - 1
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+ADDRESS_BYTES = 20
+
+MAX_BATCH_TXS = 100_000
+DEFAULT_MAX_BATCH_BYTES = MAX_MESSAGE_BYTES
+
+_HEX_ADDRESS = re.compile(r"[0-9a-f]{40}")
+
+TX_MESSAGES = Registry("tx")
+
+
+def validate_op(app: str, op: Sequence[Any]) -> None:
+    """Raise CodecError unless `op` is a well-formed operation of `app` (module docstring)."""
+    if app == "kvstore":
+        if len(op) < 1 or op[0] not in ("set", "del"):
+            raise CodecError(f"kvstore op must be ['set', key, value] or ['del', key], got {_show(op)}")
+        if op[0] == "set":
+            if len(op) != 3:
+                raise CodecError(f"kvstore 'set' takes a key and a value, got {len(op) - 1} arguments")
+            expect_bytes(op[2], "kvstore value", max_size=MAX_VALUE_BYTES)
+        elif len(op) != 2:
+            raise CodecError(f"kvstore 'del' takes a key, got {len(op) - 1} arguments")
+        key = expect_bytes(op[1], "kvstore key", max_size=MAX_KEY_BYTES)
+        if not key:
+            raise CodecError("kvstore key must not be empty")
+    elif app == "bank":
+        if len(op) != 3 or op[0] != "transfer":
+            raise CodecError(f"bank op must be ['transfer', to, amount], got {_show(op)}")
+        recipient(op)
+        expect_int(op[2], "transfer amount", lo=1, hi=MAX_AMOUNT)
+    else:
+        raise CodecError(f"unknown app {app!r}; expected one of {', '.join(APPS)}")
+
+
+def recipient(op: Sequence[Any]) -> bytes:
+    """The 20-byte recipient address of a bank transfer op (either spelling accepted)."""
+    to = op[1]
+    if type(to) is bytes:
+        return expect_bytes(to, "transfer recipient", size=ADDRESS_BYTES)
+    if type(to) is str and _HEX_ADDRESS.fullmatch(to):
+        return bytes.fromhex(to)
+    raise CodecError(
+        "transfer recipient must be a 20-byte address or 40 lowercase hex characters"
+    )
+
+
+def _show(op: Sequence[Any]) -> str:
+    text = repr(list(op))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@TX_MESSAGES.register
+@dataclass(frozen=True)
+class Tx(WireMessage):
+    """One signed transaction (see the module docstring for the fields)."""
+
+    TAG: ClassVar[int] = TX_TAG
+
+    chain_id: str
+    app: str
+    sender: bytes
+    nonce: int
+    op: tuple[Any, ...]
+    signature: bytes = field(default=b"")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.op, list):
+            object.__setattr__(self, "op", tuple(self.op))
+
+    def to_fields(self) -> list[Any]:
+        return [self.chain_id, self.app, self.sender, self.nonce, list(self.op), self.signature]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Tx:
+        chain_id, app, sender, nonce, op, signature = fields
+        expect_list(op, "tx op", max_len=8)
+        return cls(chain_id, app, sender, nonce, tuple(op), signature)
+
+    def validate(self) -> None:
+        """Check every field's type, size and range, and the op's shape for its app."""
+        chain_id = expect_str(self.chain_id, "tx chain_id", max_len=MAX_CHAIN_ID_LEN)
+        if not chain_id:
+            raise CodecError("tx chain_id must not be empty")
+        expect_str(self.app, "tx app", max_len=16)
+        expect_bytes(self.sender, "tx sender", size=PUBLIC_KEY_BYTES)
+        expect_int(self.nonce, "tx nonce", lo=0, hi=MAX_NONCE)
+        if type(self.op) is not tuple:
+            raise CodecError(f"tx op must be an array, got {type(self.op).__name__}")
+        validate_op(self.app, self.op)
+        expect_bytes(self.signature, "tx signature", size=SIGNATURE_BYTES)
+
+    def sign_bytes(self, chain_id: str | None = None) -> bytes:
+        """What the sender signs; `chain_id` overrides the tx's own (verify "as chain B")."""
+        return sign_bytes(
+            TX_DOMAIN,
+            self.chain_id if chain_id is None else chain_id,
+            [self.app, self.sender, self.nonce, list(self.op)],
+        )
+
+    def signed(self, key: PrivateKey) -> Tx:
+        """A copy signed by `key`, which must be the sender's key."""
+        if key.public_key != self.sender:
+            raise ValueError("signing key does not match the tx sender")
+        return replace(self, signature=key.sign(self.sign_bytes()))
+
+    def hash(self) -> bytes:
+        """sha256 of the encoded transaction: its id in the tx index and the API."""
+        return sha256(self.encode())
+
+    @property
+    def sender_address(self) -> bytes:
+        """The sender's 20-byte account address (`crypto.address` as bytes)."""
+        return sha256(self.sender)[:ADDRESS_BYTES]
+
+
+def tx_limits(max_size: int = DEFAULT_MAX_TX_BYTES) -> Limits:
+    """Decoder limits for one transaction of at most `max_size` bytes."""
+    return Limits(max_bytes=max_size, max_depth=2, max_container_len=8,
+                  max_str_len=MAX_KEY_BYTES)
+
+
+def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
+    """Decode and validate one client- or peer-supplied transaction.
+
+    Raises CodecError (and nothing else) naming the broken rule: too large,
+    malformed msgpack, not a tx, a field out of range, a bad op, or an encoding
+    that is not canonical. The signature is *not* checked here; see
+    `tx_sign_items` / `verify_txs`.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CodecError(f"tx must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise CodecError(f"tx of {len(data)} bytes exceeds the {max_size}-byte limit")
+    obj = unpack(data, tx_limits(max_size))
+    if type(obj) is not list or not obj or obj[0] != TX_TAG or type(obj[0]) is not int:
+        raise CodecError(f"not a transaction: expected an array starting with type tag {TX_TAG}")
+    tx = TX_MESSAGES.from_obj(obj)
+    assert isinstance(tx, Tx)
+    if tx.encode() != data:
+        raise CodecError("tx is not canonically encoded")
+    return tx
+
+
+def tx_hash(data: bytes) -> bytes:
+    """The 32-byte id of an encoded transaction (sha256 of its bytes)."""
+    return sha256(data)
+
+
+def tx_sign_items(txs: Sequence[Tx], chain_id: str | None = None
+                  ) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(public keys, messages, signatures) for one `crypto.verify_batch` call.
+
+    With `chain_id` the messages are built for that chain whatever each tx
+    claims, so a tx signed for another chain fails verification.
+    """
+    pks = [tx.sender for tx in txs]
+    msgs = [tx.sign_bytes(chain_id) for tx in txs]
+    sigs = [tx.signature for tx in txs]
+    return pks, msgs, sigs
+
+
+VerifyBatch = Callable[[Sequence[bytes], Sequence[bytes], Sequence[bytes]], list[bool]]
+
+
+def verify_txs(txs: Sequence[Tx], chain_id: str | None = None,
+               verify: VerifyBatch = verify_batch) -> list[bool]:
+    """One verdict per tx, from a single batch-verifier call."""
+    if not txs:
+        return []
+    return list(verify(*tx_sign_items(txs, chain_id)))
+
+
+@TX_MESSAGES.register
+@dataclass(frozen=True)
+class Batch(WireMessage):
+    """An ordered list of encoded transactions, disseminated by mempools.
+
+    Consensus orders only batch digests (DESIGN section 2); the digest is
+    sha256 of the batch's canonical encoding. The transactions inside are
+    decoded and verified separately (`decode_tx`, `verify_txs`).
+    """
+
+    TAG: ClassVar[int] = BATCH_TAG
+
+    txs: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.txs, list):
+            object.__setattr__(self, "txs", tuple(self.txs))
+
+    def to_fields(self) -> list[Any]:
+        return [list(self.txs)]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Batch:
+        (txs,) = fields
+        expect_list(txs, "batch txs", max_len=MAX_BATCH_TXS)
+        return cls(tuple(txs))
+
+    def validate(self) -> None:
+        if type(self.txs) is not tuple:
+            raise CodecError(f"batch txs must be an array, got {type(self.txs).__name__}")
+        if not self.txs:
+            raise CodecError("batch holds no transactions")
+        if len(self.txs) > MAX_BATCH_TXS:
+            raise CodecError(f"batch holds {len(self.txs)} txs, more than {MAX_BATCH_TXS}")
+        for i, tx in enumerate(self.txs):
+            if not expect_bytes(tx, f"batch tx {i}"):
+                raise CodecError(f"batch tx {i} is empty")
+
+    def digest(self) -> bytes:
+        """sha256 of the canonical encoding; what consensus blocks carry."""
+        return sha256(self.encode())
+
+
+def decode_batch(data: bytes, max_size: int = DEFAULT_MAX_BATCH_BYTES) -> Batch:
+    """Decode and validate a peer's batch; any problem raises CodecError."""
+    obj = unpack(data, Limits(max_bytes=max_size, max_depth=2,
+                              max_container_len=MAX_BATCH_TXS, max_str_len=0))
+    if type(obj) is not list or not obj or obj[0] != BATCH_TAG or type(obj[0]) is not int:
+        raise CodecError(f"not a batch: expected an array starting with type tag {BATCH_TAG}")
+    batch = TX_MESSAGES.from_obj(obj)
+    assert isinstance(batch, Batch)
+    return batch
+
+
+__all__ = [
+    "APPS",
+    "BATCH_TAG",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_TX_BYTES",
+    "MAX_AMOUNT",
+    "MAX_BATCH_TXS",
+    "MAX_KEY_BYTES",
+    "MAX_NONCE",
+    "MAX_VALUE_BYTES",
+    "TX_DOMAIN",
+    "TX_MESSAGES",
+    "TX_TAG",
+    "Batch",
+    "Tx",
+    "decode_batch",
+    "decode_tx",
+    "recipient",
+    "tx_hash",
+    "tx_limits",
+    "tx_sign_items",
+    "validate_op",
+    "verify_txs",
+]

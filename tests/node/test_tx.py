@@ -1,0 +1,214 @@
+"""The signed transaction and batch wire formats (node/tx.py)."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consensus.codec import CodecError, pack
+from crypto import PrivateKey, sha256, verify_batch
+from node.tx import (
+    DEFAULT_MAX_TX_BYTES,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    TX_TAG,
+    Batch,
+    Tx,
+    decode_batch,
+    decode_tx,
+    tx_hash,
+    tx_sign_items,
+    verify_txs,
+)
+
+KEY = PrivateKey.from_seed(bytes(range(32)))
+OTHER = PrivateKey.from_seed(bytes(32))
+TO = bytes(range(20))
+
+
+def make_tx(op: tuple = ("set", b"k", b"v"), app: str = "kvstore", chain: str = "chain-a",
+            nonce: int = 0, key: PrivateKey = KEY) -> Tx:
+    return Tx(chain, app, key.public_key, nonce, op).signed(key)
+
+
+def raw(fields: list) -> bytes:
+    return pack([TX_TAG, *fields])
+
+
+def good_fields() -> list:
+    return make_tx().to_fields()
+
+
+def test_round_trip_kv_set_del_and_transfer() -> None:
+    for tx in (make_tx(), make_tx(("del", b"k")),
+               make_tx(("transfer", TO, 7), app="bank"),
+               make_tx(("transfer", TO.hex(), 7), app="bank")):
+        data = tx.encode()
+        decoded = decode_tx(data)
+        assert decoded == tx
+        assert decoded.hash() == tx_hash(data) == sha256(data)
+        assert verify_txs([decoded]) == [True]
+
+
+def test_signature_binds_chain_id() -> None:
+    tx = make_tx(chain="chain-a")
+    assert verify_txs([tx], "chain-a") == [True]
+    assert verify_txs([tx], "chain-b") == [False]
+    relabelled = Tx("chain-b", tx.app, tx.sender, tx.nonce, tx.op, tx.signature)
+    assert verify_txs([relabelled]) == [False]
+
+
+def test_signature_binds_every_field() -> None:
+    tx = make_tx()
+    for changed in (Tx(tx.chain_id, tx.app, tx.sender, 1, tx.op, tx.signature),
+                    Tx(tx.chain_id, tx.app, tx.sender, 0, ("set", b"k", b"w"), tx.signature),
+                    Tx(tx.chain_id, tx.app, OTHER.public_key, 0, tx.op, tx.signature)):
+        assert verify_txs([changed]) == [False]
+
+
+def test_sign_items_make_one_batch_call() -> None:
+    txs = [make_tx(nonce=i) for i in range(5)]
+    txs.append(Tx("chain-a", "kvstore", KEY.public_key, 9, ("del", b"x"), bytes(64)))
+    calls = []
+
+    def counting_verify(pks, msgs, sigs):
+        calls.append(len(pks))
+        return verify_batch(pks, msgs, sigs)
+
+    assert verify_txs(txs, verify=counting_verify) == [True] * 5 + [False]
+    assert calls == [6]
+    pks, msgs, sigs = tx_sign_items(txs)
+    assert pks[0] == KEY.public_key and sigs[0] == txs[0].signature
+    assert msgs[0] == txs[0].sign_bytes()
+
+
+def test_signed_refuses_foreign_key() -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        Tx("c", "kvstore", KEY.public_key, 0, ("del", b"k")).signed(OTHER)
+
+
+@pytest.mark.parametrize("index,value,reason", [
+    (0, "", "chain_id must not be empty"),
+    (0, "x" * 65, "chain_id is longer"),
+    (0, b"chain", "chain_id must be a string"),
+    (1, "nft", "unknown app"),
+    (2, bytes(31), "sender must be 32 bytes"),
+    (3, -1, "nonce=-1 is outside"),
+    (3, 1 << 63, "nonce="),
+    (3, True, "nonce must be an integer"),
+    (4, "set", "op must be an array"),
+    (4, ["set", b"k"], "takes a key and a value"),
+    (4, ["put", b"k", b"v"], "kvstore op must be"),
+    (4, ["set", b"", b"v"], "key must not be empty"),
+    (4, ["set", "k", b"v"], "key must be bytes"),
+    (4, ["set", b"k" * (MAX_KEY_BYTES + 1), b"v"], "key is 257 bytes"),
+    (4, ["del", b"k", b"v"], "'del' takes a key"),
+    (5, bytes(63), "signature must be 64 bytes"),
+])
+def test_validate_rejects_bad_fields(index: int, value: object, reason: str) -> None:
+    fields = good_fields()
+    fields[index] = value
+    with pytest.raises(CodecError, match=reason):
+        decode_tx(raw(fields))
+
+
+@pytest.mark.parametrize("op,reason", [
+    (["transfer", TO, 0], "amount=0 is outside"),
+    (["transfer", TO, 1 << 63], "amount="),
+    (["transfer", TO, -5], "amount=-5"),
+    (["transfer", bytes(19), 5], "recipient must be 20 bytes"),
+    (["transfer", TO.hex().upper(), 5], "40 lowercase hex"),
+    (["transfer", 5, 5], "recipient must be"),
+    (["send", TO, 5], "bank op must be"),
+    (["transfer", TO, 5, 6], "bank op must be"),
+])
+def test_validate_rejects_bad_transfers(op: list, reason: str) -> None:
+    fields = make_tx(("transfer", TO, 1), app="bank").to_fields()
+    fields[4] = op
+    with pytest.raises(CodecError, match=reason):
+        decode_tx(raw(fields))
+
+
+def test_size_limits() -> None:
+    big = make_tx(("set", b"k", b"v" * (DEFAULT_MAX_TX_BYTES - 200))).encode()
+    assert decode_tx(big).op[2] == b"v" * (DEFAULT_MAX_TX_BYTES - 200)
+    with pytest.raises(CodecError, match="exceeds the 1000-byte limit"):
+        decode_tx(big, max_size=1000)
+    huge_value = make_tx(("set", b"k", b"v" * (MAX_VALUE_BYTES + 1))).encode()
+    with pytest.raises(CodecError, match="value is 65537 bytes"):
+        decode_tx(huge_value, max_size=2 * DEFAULT_MAX_TX_BYTES)
+
+
+def test_decode_refuses_other_messages_and_trailing_shapes() -> None:
+    with pytest.raises(CodecError, match="not a transaction"):
+        decode_tx(Batch((make_tx().encode(),)).encode())
+    with pytest.raises(CodecError, match="malformed Tx"):
+        decode_tx(raw(good_fields()[:-1]))
+    with pytest.raises(CodecError, match="nests deeper"):
+        fields = good_fields()
+        fields[4] = ["set", b"k", [b"v"]]
+        decode_tx(raw(fields))
+    with pytest.raises(CodecError):
+        decode_tx("text")  # type: ignore[arg-type]
+
+
+def test_non_canonical_encoding_is_refused() -> None:
+    tx = make_tx()
+    fields = [TX_TAG, *tx.to_fields()]
+    # nonce 0 as a uint32 instead of a positive fixint: same meaning, other bytes
+    canonical = pack(fields)
+    body = msgpack.packb(fields[:4], use_bin_type=True)[1:]
+    head = bytes([0x97]) + body + b"\xce\x00\x00\x00\x00"
+    rest = b"".join(msgpack.packb(f, use_bin_type=True) for f in fields[5:])
+    widened = head + rest
+    assert widened != canonical and msgpack.unpackb(widened) == msgpack.unpackb(canonical)
+    with pytest.raises(CodecError, match="not canonically encoded"):
+        decode_tx(widened)
+
+
+def test_batch_round_trip_and_digest() -> None:
+    txs = tuple(make_tx(nonce=i).encode() for i in range(3))
+    batch = Batch(txs)
+    data = batch.encode()
+    assert decode_batch(data) == batch
+    assert batch.digest() == sha256(data)
+    assert Batch(txs[:2]).digest() != batch.digest()
+    with pytest.raises(CodecError, match="no transactions"):
+        decode_batch(Batch(()).encode())
+    with pytest.raises(CodecError, match="batch tx 1 must be bytes"):
+        decode_batch(pack([Batch.TAG, [b"a", 1]]))
+    with pytest.raises(CodecError, match="not a batch"):
+        decode_batch(pack([TX_TAG, [b"a"]]))
+    with pytest.raises(CodecError):
+        decode_batch(txs[0])
+
+
+def test_hypothesis_decode_tx_raises_only_codec_error() -> None:
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64 - 1),
+                        st.binary(max_size=40), st.text(max_size=40))
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6), max_leaves=20)
+    seeds = [good_fields(), make_tx(("transfer", TO, 3), app="bank").to_fields()]
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.binary(max_size=200), values, st.integers(0, 5), st.integers(0, 1))
+    def check(blob: bytes, value: object, index: int, which: int) -> None:
+        for data in (blob, bytes([0x97, TX_TAG]) + blob):
+            try:
+                decode_tx(data)
+            except CodecError:
+                pass
+        fields = list(seeds[which])
+        fields[index] = value
+        try:
+            encoded = pack([TX_TAG, *fields])
+        except CodecError:
+            return
+        try:
+            tx = decode_tx(encoded)
+        except CodecError:
+            return
+        assert tx.encode() == encoded
+
+    check()
