@@ -1,0 +1,882 @@
+"""The consensus engine: Tendermint's Algorithm 1 as a sans-IO state machine.
+
+Reference: Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus" (2018),
+Algorithm 1. Comments cite its line numbers ("line 22"). Inputs come in through
+`start`, `on_message`, `on_timeout`, `on_payload_available`, `on_proposal_ready` and
+`on_certified_block`; each returns the list of outputs (`Broadcast`, `ScheduleTimeout`,
+`Decide`, `FetchPayload`, `SyncNeeded`, `EvidenceFound`) for the host to carry out.
+The engine reads no clock, opens no socket, starts no thread and touches no disk, so
+the same object runs in a Ray actor, in-process, and in the deterministic simulator.
+
+Departures from the paper's pseudo-code, all for a real network:
+
+- Every `StartRound` schedules the propose timeout, the proposer's included (the paper
+  has only non-proposers do so), and when a timeout fires for the current round the
+  engine re-broadcasts its own proposal and votes of that round; if no timeout of the
+  current round is left pending it schedules another propose timeout, which (the step
+  being past propose by then) only re-broadcasts. So a round whose messages were all
+  lost is retried for as long as it lasts, and 2f+1 prevotes are never waited for in
+  silence.
+- A value is known by its block hash; a proposal of any round of this height makes the
+  block known, which is all line 49 needs.
+- ``valid(v)`` is the host's `BlockSource.check_block` after structural checks
+  (chain, height, parent, validator set). ``MISSING`` means "ask again later": the
+  engine outputs `FetchPayload` and neither prevotes for nor decides the block until
+  `on_payload_available`, while its timeouts keep running.
+- Messages for the next few heights are verified, buffered (bounded) and replayed
+  when the height starts; messages from a validator that is ahead trigger `SyncNeeded`
+  (see `on_timeout`), and `on_certified_block` decides a block proven by its
+  commit certificate.
+- The first vote of a validator per (round, kind) is the one counted; a validly
+  signed different second vote yields `EvidenceFound` and is not counted.
+- For memory safety against byzantine validators, each validator may occupy at most
+  `EngineConfig.max_future_rounds` rounds above ours at a time; more are ignored until
+  we move up (its timeouts re-broadcast them later).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from consensus.codec import CodecError
+from consensus.errors import InvalidMessage, SafetyViolation
+from consensus.evidence import EquivocationTracker
+from consensus.safety import SafetyRules
+from consensus.types import (
+    Block,
+    CommitCertificate,
+    DuplicateVoteEvidence,
+    Proposal,
+    Step,
+    Vote,
+    VoteKind,
+)
+from consensus.validators import ValidatorSet
+from crypto import verify_batch as crypto_verify_batch
+from crypto import verify_one
+
+PREVOTE = VoteKind.PREVOTE
+PRECOMMIT = VoteKind.PRECOMMIT
+PROPOSE_STEP = Step.PROPOSE
+PREVOTE_STEP = Step.PREVOTE
+PRECOMMIT_STEP = Step.PRECOMMIT
+
+
+# --- host interface ----------------------------------------------------------------------
+
+
+class BlockCheck(Enum):
+    """The host's verdict on a proposed block's payload."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    MISSING = "missing"  # payload batches not here yet: fetch, then on_payload_available()
+
+
+@dataclass(frozen=True)
+class ProposalContent:
+    """What the host supplies for a new block: payload, timestamp, app hash after the
+    previous block."""
+
+    payload: tuple[bytes, ...]
+    time_ms: int
+    app_hash: bytes
+
+
+class BlockSource(Protocol):
+    """Host callbacks, synchronous and cheap; the engine calls them while handling inputs."""
+
+    def proposal_content(self, height: int) -> ProposalContent | None:
+        """Content for a block at `height`, or None if not ready (then the host calls
+        `Engine.on_proposal_ready` later)."""
+        ...
+
+    def check_block(self, block: Block) -> BlockCheck:
+        """Whether the payload of `block` is valid, invalid, or not available yet."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Timeouts (milliseconds) and memory bounds.
+
+    The timeout for `step` in `round` is ``timeout_<step>_ms + round * delta_ms``: it
+    grows linearly per round, so after the network stabilises some round is long enough
+    for every correct validator to hear from every other (the paper's liveness argument).
+    """
+
+    timeout_propose_ms: int = 1000
+    timeout_prevote_ms: int = 500
+    timeout_precommit_ms: int = 500
+    delta_ms: int = 500
+    future_heights: int = 3       # buffer messages for heights h+1 .. h+future_heights
+    max_buffered: int = 4096      # future-height messages held at most, all heights together
+    max_future_rounds: int = 2    # rounds above ours one validator may occupy at a time
+    decisions_kept: int = 256     # recent decisions kept for decided() and SyncRequest
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_propose_ms", "timeout_prevote_ms", "timeout_precommit_ms",
+                     "delta_ms", "future_heights", "max_buffered", "max_future_rounds",
+                     "decisions_kept"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"EngineConfig.{name} must be a non-negative integer, got {value!r}")
+
+    def timeout_ms(self, step: Step, round: int) -> int:
+        if step == PROPOSE_STEP:
+            base = self.timeout_propose_ms
+        elif step == PREVOTE_STEP:
+            base = self.timeout_prevote_ms
+        else:
+            base = self.timeout_precommit_ms
+        return base + round * self.delta_ms
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send `message` to every peer. The engine has already processed it itself."""
+
+    message: Proposal | Vote
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    """Call `Engine.on_timeout(height, round, step)` after `delay_ms`."""
+
+    height: int
+    round: int
+    step: Step
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """`block` is committed at its height, proven by `certificate`. The engine has already
+    moved to the next height."""
+
+    block: Block
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPayload:
+    """The payload of `block` is missing here; fetch it, then call `on_payload_available`."""
+
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class SyncNeeded:
+    """`from_validator` signed a message at `height`, above ours: it holds the certified
+    blocks from `Engine.height` to ``height - 1``; fetch them (SyncRequest) and feed
+    each to `on_certified_block`, lowest first."""
+
+    height: int
+    from_validator: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceFound:
+    """A validator signed two different votes for one (kind, height, round)."""
+
+    evidence: DuplicateVoteEvidence
+
+
+Output = Broadcast | ScheduleTimeout | Decide | FetchPayload | SyncNeeded | EvidenceFound
+VerifyOne = Callable[[bytes, bytes, bytes], bool]
+
+
+# --- vote bookkeeping ------------------------------------------------------------------------
+
+
+class _VoteSet:
+    """Votes of one kind in one round of the current height: one per validator."""
+
+    __slots__ = ("votes", "power", "total")
+
+    def __init__(self) -> None:
+        self.votes: dict[int, Vote] = {}            # validator index -> its counted vote
+        self.power: dict[bytes | None, int] = {}   # block hash (None = nil) -> power
+        self.total = 0                              # power of all votes, any value
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+
+class Engine:
+    """One validator's (or observer's) view of consensus on one chain.
+
+    Not thread-safe and not re-entrant: the host calls one input method at a time and
+    carries out the returned outputs in order.
+    """
+
+    def __init__(
+        self,
+        chain_id: str,
+        validators: ValidatorSet,
+        signer: SafetyRules | None,
+        source: BlockSource,
+        config: EngineConfig | None = None,
+        height: int = 1,
+        prev_block_hash: bytes = bytes(32),
+        verify: VerifyOne = verify_one,
+    ) -> None:
+        if height < 1:
+            raise ValueError(f"engine height must be at least 1, got {height}")
+        if signer is not None and signer.chain_id != chain_id:
+            raise ValueError(f"signer is for chain {signer.chain_id!r}, engine for {chain_id!r}")
+        self.chain_id = chain_id
+        self.validators = validators
+        self.config = config if config is not None else EngineConfig()
+        self._signer = signer
+        self._source = source
+        self._verify = verify
+        self._verify_batch = (
+            crypto_verify_batch if verify is verify_one else _batch_of(verify)
+        )
+        self._my_key = signer.public_key if signer is not None else None
+        self._me = validators.index_of(self._my_key) if self._my_key is not None else None
+        self._powers = [v.power for v in validators.validators]
+        self._quorum = validators.quorum
+        self._f1 = validators.f_plus_one
+        self._validators_hash = validators.hash()
+
+        self.rejected: Counter[str] = Counter()  # invalid inputs refused, by reason
+        self.ignored: Counter[str] = Counter()   # harmless drops (duplicates, stale, bounds)
+        self.signing_refused = 0                 # SafetyViolations: nothing was sent
+        self.evidence = EquivocationTracker()
+
+        self._started = False
+        self._out: list[Output] = []
+        self._decisions: OrderedDict[int, tuple[Block, CommitCertificate]] = OrderedDict()
+        self._future: dict[int, dict[tuple[int, int, int], Proposal | Vote]] = {}
+        self._future_count = 0
+        self._ahead: dict[int, int] = {}  # validator index -> highest height seen from it
+        self._height = height
+        self._prev_hash = prev_block_hash
+        self._reset_height()
+
+    # --- read-only state -----------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def round(self) -> int:
+        return self._round
+
+    @property
+    def step(self) -> Step:
+        return self._step
+
+    @property
+    def prev_block_hash(self) -> bytes:
+        return self._prev_hash
+
+    @property
+    def locked_round(self) -> int:
+        return self._locked_round
+
+    @property
+    def locked_block_hash(self) -> bytes | None:
+        return self._locked_hash
+
+    @property
+    def valid_round(self) -> int:
+        return self._valid_round
+
+    @property
+    def valid_block_hash(self) -> bytes | None:
+        return None if self._valid_block is None else self._valid_block.hash()
+
+    @property
+    def is_validator(self) -> bool:
+        """True when this engine signs: it has a signer whose key is in the set."""
+        return self._me is not None
+
+    def decided(self, height: int) -> tuple[Block, CommitCertificate] | None:
+        """The block decided at `height` and its certificate, if among the recent ones kept."""
+        return self._decisions.get(height)
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def start(self) -> list[Output]:
+        """Start the first round. A validator restarted mid-height resumes at the round its
+        SafetyRules last signed in (earlier rounds would be refused anyway)."""
+        out = self._out = []
+        if self._started:
+            return out
+        self._started = True
+        round = 0
+        state = self._signer.state if self._signer is not None else None
+        if state is not None and state.height == self._height:
+            round = state.round
+        self._start_round(round)
+        self._advance()
+        return out
+
+    def on_message(self, msg: Proposal | Vote) -> list[Output]:
+        """Handle a Proposal or Vote from a peer: check shape, membership and signature
+        (with the injected `verify`), then apply every rule it enables. Invalid messages
+        are dropped and counted in `rejected`."""
+        out = self._out = []
+        self._receive(msg, False)
+        if self._started:
+            self._advance()
+        return out
+
+    def on_timeout(self, height: int, round: int, step: Step) -> list[Output]:
+        """A timeout scheduled by `ScheduleTimeout` fired. Stale ones (another height or an
+        earlier round) are ignored, except that any timeout of the current height still
+        re-broadcasts and may ask for sync."""
+        out = self._out = []
+        if height != self._height or not self._started:
+            return out
+        pending = self._timers.get(round, 0)
+        if pending:
+            self._timers[round] = pending - 1
+        if round == self._round:
+            self._rebroadcast()
+            if step == PROPOSE_STEP:
+                if self._step == PROPOSE_STEP:  # OnTimeoutPropose, line 57
+                    self._cast(PREVOTE, None)
+            elif step == PREVOTE_STEP:
+                if self._step == PREVOTE_STEP:  # OnTimeoutPrevote, line 61
+                    self._cast(PRECOMMIT, None)
+            else:  # OnTimeoutPrecommit, line 65
+                self._start_round(self._round + 1)
+        self._retry_missing()
+        self._ask_sync()
+        self._advance()
+        if self._timers.get(self._round, 0) == 0:
+            # Keep one timer per round alive: it re-broadcasts (see module docstring).
+            self._schedule(PROPOSE_STEP)
+        return out
+
+    def on_payload_available(self) -> list[Output]:
+        """A payload the engine asked for (FetchPayload) arrived: check blocks again."""
+        out = self._out = []
+        self._retry_missing()
+        if self._started:
+            self._advance()
+        return out
+
+    def on_proposal_ready(self) -> list[Output]:
+        """The source can now supply the content it refused (returned None) before."""
+        out = self._out = []
+        if self._started and self._waiting_content and self._step == PROPOSE_STEP:
+            self._waiting_content = False
+            self._propose()
+            self._advance()
+        return out
+
+    def on_certified_block(self, block: Block, certificate: CommitCertificate) -> list[Output]:
+        """Decide `block` at the current height if `certificate` proves it final.
+
+        Used by block sync. The block must extend the last decided block and be at our
+        height (feed sync responses lowest first); the certificate must pass
+        `CommitCertificate.verify`. `check_block` is not consulted: the network decided.
+        """
+        out = self._out = []
+        if not isinstance(block, Block) or not isinstance(certificate, CommitCertificate):
+            self.rejected["malformed_certified_block"] += 1
+            return out
+        try:
+            block.validate()
+            certificate.validate()
+        except CodecError:
+            self.rejected["malformed_certified_block"] += 1
+            return out
+        height = block.header.height
+        if height != self._height:
+            self.ignored["certified_block_old" if height < self._height else "certified_block_ahead"] += 1
+            return out
+        bh = block.hash()
+        if (certificate.height != height or certificate.block_hash != bh
+                or block.header.prev_block_hash != self._prev_hash
+                or block.header.chain_id != self.chain_id):
+            self.rejected["certified_block_mismatch"] += 1
+            return out
+        try:
+            certificate.verify(self.chain_id, self.validators, self._verify_batch)
+        except InvalidMessage:
+            self.rejected["invalid_certificate"] += 1
+            return out
+        self._commit(block, certificate)
+        if self._started:
+            self._advance()
+        return out
+
+    # --- receiving -------------------------------------------------------------------------
+
+    def _receive(self, msg: Proposal | Vote, verified: bool) -> None:
+        if isinstance(msg, Vote):
+            self._receive_vote(msg, verified)
+        elif isinstance(msg, Proposal):
+            self._receive_proposal(msg, verified)
+        else:
+            self.rejected["unknown_message"] += 1
+
+    def _receive_vote(self, vote: Vote, verified: bool) -> None:
+        if not verified:
+            try:
+                vote.validate()
+            except CodecError:
+                self.rejected["malformed"] += 1
+                return
+        idx = self.validators.index_of(vote.validator)
+        if idx is None:
+            self.rejected["non_member"] += 1
+            return
+        if vote.height != self._height:
+            if vote.height > self._height:
+                self._receive_future(vote, (vote.kind, vote.round, idx), idx, verified)
+            else:
+                self.ignored["old_height"] += 1
+            return
+        votes = self._prevotes if vote.kind == PREVOTE else self._precommits
+        r = vote.round
+        vs = votes.get(r)
+        if vs is not None:
+            first = vs.votes.get(idx)
+            if first is not None:
+                if first.block_hash == vote.block_hash:
+                    self.ignored["duplicate"] += 1
+                    return
+                if not verified and not self._verify(vote.validator, vote.sign_bytes(self.chain_id),
+                                                     vote.signature):
+                    self.rejected["bad_signature"] += 1
+                    return
+                self.ignored["equivocation"] += 1
+                evidence = self.evidence.report(first, vote)
+                if evidence is not None:
+                    self._out.append(EvidenceFound(evidence))
+                return
+        if r > self._round and not self._admit_round(idx, r):
+            return
+        if not verified and not self._verify(vote.validator, vote.sign_bytes(self.chain_id),
+                                             vote.signature):
+            self.rejected["bad_signature"] += 1
+            return
+        if vs is None:
+            vs = votes[r] = _VoteSet()
+        self._add_vote(vs, idx, vote)
+
+    def _add_vote(self, vs: _VoteSet, idx: int, vote: Vote) -> None:
+        power = self._powers[idx]
+        vs.votes[idx] = vote
+        bh = vote.block_hash
+        value_power = vs.power.get(bh, 0) + power
+        vs.power[bh] = value_power
+        vs.total += power
+        r = vote.round
+        if (vote.kind == PRECOMMIT and bh is not None
+                and value_power >= self._quorum > value_power - power):
+            self._commit_candidates.append((r, bh))  # line 49 may now hold
+        if r > self._round:
+            self._count_sender(idx, r)
+
+    def _receive_proposal(self, proposal: Proposal, verified: bool) -> None:
+        if not verified:
+            try:
+                proposal.validate()
+            except CodecError:
+                self.rejected["malformed"] += 1
+                return
+        r = proposal.round
+        idx = self.validators.index_of(proposal.proposer)
+        if idx is None:
+            self.rejected["non_member"] += 1
+            return
+        if self.validators.proposer_index(proposal.height, r) != idx:
+            self.rejected["wrong_proposer"] += 1
+            return
+        if proposal.height != self._height:
+            if proposal.height > self._height:
+                self._receive_future(proposal, (0, r, idx), idx, verified)
+            else:
+                self.ignored["old_height"] += 1
+            return
+        first = self._proposals.get(r)
+        if first is not None:
+            if first.pol_round == proposal.pol_round and first.block.hash() == proposal.block.hash():
+                self.ignored["duplicate"] += 1
+            else:
+                self.ignored["conflicting_proposal"] += 1  # the first one stands
+            return
+        if r > self._round and not self._admit_round(idx, r):
+            return
+        if not verified and not self._verify(proposal.proposer, proposal.sign_bytes(self.chain_id),
+                                             proposal.signature):
+            self.rejected["bad_signature"] += 1
+            return
+        self._proposals[r] = proposal
+        self._blocks.setdefault(proposal.block.hash(), proposal.block)
+        if r > self._round:
+            self._count_sender(idx, r)
+
+    def _admit_round(self, idx: int, r: int) -> bool:
+        """Bound memory: each validator may fill at most max_future_rounds rounds above ours."""
+        rounds = self._future_rounds.get(idx)
+        if rounds is None:
+            self._future_rounds[idx] = {r}
+            return True
+        if r in rounds:
+            return True
+        if len(rounds) >= self.config.max_future_rounds:
+            rounds = {x for x in rounds if x > self._round}
+            self._future_rounds[idx] = rounds
+            if len(rounds) >= self.config.max_future_rounds:
+                self.ignored["future_round_limit"] += 1
+                return False
+        rounds.add(r)
+        return True
+
+    def _count_sender(self, idx: int, r: int) -> None:
+        """Line 55 bookkeeping: power of distinct senders per round above ours."""
+        senders = self._round_senders.get(r)
+        if senders is None:
+            senders = self._round_senders[r] = set()
+        elif idx in senders:
+            return
+        senders.add(idx)
+        power = self._round_power.get(r, 0) + self._powers[idx]
+        self._round_power[r] = power
+        if power >= self._f1 and r > self._skip_to:
+            self._skip_to = r
+
+    def _receive_future(self, msg: Proposal | Vote, key: tuple[int, int, int], idx: int,
+                        verified: bool) -> None:
+        """A message for a height above ours: buffer it if near, note who is ahead."""
+        height = msg.height
+        near = height <= self._height + self.config.future_heights
+        if near:
+            bucket = self._future.get(height)
+            if bucket is not None and key in bucket:
+                self.ignored["duplicate"] += 1
+                return
+            if self._future_count >= self.config.max_buffered:
+                self.ignored["buffer_full"] += 1
+                near = False
+        if not near and (idx in self._sync_asked or idx == self._me):
+            self.ignored["far_future"] += 1
+            return
+        if not verified:
+            sb = msg.sign_bytes(self.chain_id)
+            signer = msg.validator if isinstance(msg, Vote) else msg.proposer
+            if not self._verify(signer, sb, msg.signature):
+                self.rejected["bad_signature"] += 1
+                return
+        if near:
+            self._future.setdefault(height, {})[key] = msg
+            self._future_count += 1
+        if height > self._ahead.get(idx, 0):
+            self._ahead[idx] = height
+        # Two or more heights ahead: we are behind, not merely slower by one decision.
+        if height > self._height + 1 and idx not in self._sync_asked and idx != self._me:
+            self._sync_asked.add(idx)
+            self._out.append(SyncNeeded(height, self.validators.public_keys[idx]))
+
+    # --- the rules -------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Apply every rule of Algorithm 1 that holds, until none does."""
+        quorum = self._quorum
+        while True:
+            if self._commit_candidates and self._try_decide():  # line 49
+                continue
+            if self._skip_to > self._round:  # line 55
+                self._start_round(self._skip_to)
+                continue
+            r = self._round
+            step = self._step
+            proposal = self._proposals.get(r)
+            if step == PROPOSE_STEP:
+                if proposal is not None and self._prevote_on(proposal):  # lines 22, 28
+                    continue
+            elif proposal is not None and not self._polka_seen:  # line 36
+                prevotes = self._prevotes.get(r)
+                if prevotes is not None:
+                    bh = proposal.block.hash()
+                    if (prevotes.power.get(bh, 0) >= quorum
+                            and self._check(proposal.block) is BlockCheck.VALID):
+                        self._polka_seen = True
+                        if step == PREVOTE_STEP:
+                            self._locked_hash = bh
+                            self._locked_round = r
+                            self._cast(PRECOMMIT, bh)
+                        self._valid_block = proposal.block
+                        self._valid_round = r
+                        continue
+            if self._step == PREVOTE_STEP:
+                prevotes = self._prevotes.get(r)
+                if prevotes is not None:
+                    if prevotes.power.get(None, 0) >= quorum:  # line 44
+                        self._cast(PRECOMMIT, None)
+                        continue
+                    if not self._prevote_timer and prevotes.total >= quorum:  # line 34
+                        self._prevote_timer = True
+                        self._schedule(PREVOTE_STEP)
+            if not self._precommit_timer:  # line 47
+                precommits = self._precommits.get(r)
+                if precommits is not None and precommits.total >= quorum:
+                    self._precommit_timer = True
+                    self._schedule(PRECOMMIT_STEP)
+            return
+
+    def _prevote_on(self, proposal: Proposal) -> bool:
+        """Lines 22 and 28, in step propose. False while the rule cannot fire yet."""
+        block = proposal.block
+        bh = block.hash()
+        vr = proposal.pol_round
+        if vr >= 0:  # line 28 needs 2f+1 prevotes for the block in round vr
+            prevotes = self._prevotes.get(vr)
+            if prevotes is None or prevotes.power.get(bh, 0) < self._quorum:
+                return False
+        check = self._check(block)
+        if check is BlockCheck.MISSING:
+            return False
+        if check is BlockCheck.VALID and (
+            self._locked_round <= vr or self._locked_hash == bh  # vr = -1: only if unlocked
+        ):
+            self._cast(PREVOTE, bh)
+        else:
+            self._cast(PREVOTE, None)
+        return True
+
+    def _try_decide(self) -> bool:
+        """Line 49: a block with 2f+1 precommits in some round, known and valid, is decided."""
+        for r, bh in self._commit_candidates:
+            block = self._blocks.get(bh)
+            if block is not None and self._check(block) is BlockCheck.VALID:
+                self._commit(block, self._certificate(r, bh))
+                return True
+        return False
+
+    def _certificate(self, r: int, bh: bytes) -> CommitCertificate:
+        votes = self._precommits[r].votes
+        sigs = tuple((v.validator, v.signature)
+                     for _, v in sorted(votes.items()) if v.block_hash == bh)
+        return CommitCertificate(self._height, r, bh, sigs)
+
+    def _commit(self, block: Block, certificate: CommitCertificate) -> None:
+        height = self._height
+        self._decisions[height] = (block, certificate)
+        while len(self._decisions) > self.config.decisions_kept:
+            self._decisions.popitem(last=False)
+        self._out.append(Decide(block, certificate))
+        self._height = height + 1
+        self._prev_hash = block.hash()
+        self._reset_height()
+        self.evidence.prune(self._height)
+        if self._started:
+            self._start_round(0)
+            self._replay_future()
+
+    def _check(self, block: Block) -> BlockCheck:
+        """valid(v): structural checks, then the host's check_block; cached per block."""
+        bh = block.hash()
+        check = self._checks.get(bh)
+        if check is not None:
+            return check
+        h = block.header
+        if (h.chain_id != self.chain_id or h.height != self._height
+                or h.prev_block_hash != self._prev_hash
+                or h.validators_hash != self._validators_hash
+                or self.validators.index_of(h.proposer) is None):
+            check = BlockCheck.INVALID
+        else:
+            check = self._source.check_block(block)
+        self._checks[bh] = check
+        if check is BlockCheck.MISSING and bh not in self._fetching:
+            self._fetching.add(bh)
+            self._out.append(FetchPayload(block))
+        return check
+
+    def _retry_missing(self) -> None:
+        """Forget MISSING verdicts so the next check asks the host again (and re-requests
+        the payload if it is still missing)."""
+        if self._fetching:
+            for bh in self._fetching:
+                if self._checks.get(bh) is BlockCheck.MISSING:
+                    del self._checks[bh]
+            self._fetching.clear()
+
+    # --- rounds and actions ----------------------------------------------------------------
+
+    def _start_round(self, round: int) -> None:
+        """StartRound (line 11)."""
+        self._round = round
+        self._step = PROPOSE_STEP
+        self._polka_seen = False
+        self._prevote_timer = False
+        self._precommit_timer = False
+        self._waiting_content = False
+        self._own_proposal: Proposal | None = None
+        self._own_prevote: Vote | None = None
+        self._own_precommit: Vote | None = None
+        for r in [r for r in self._round_senders if r <= round]:
+            del self._round_senders[r]
+            del self._round_power[r]
+        if self._me is not None and self.validators.proposer_index(self._height, round) == self._me:
+            self._propose()
+        self._schedule(PROPOSE_STEP)
+
+    def _propose(self) -> None:
+        """Lines 14-19: re-propose validValue with its round, else a new block."""
+        if self._valid_block is not None:
+            block = self._valid_block
+            pol_round = self._valid_round
+        else:
+            content = self._source.proposal_content(self._height)
+            if content is None:
+                self._waiting_content = True
+                return
+            block = Block.build(
+                chain_id=self.chain_id, height=self._height, time_ms=content.time_ms,
+                prev_block_hash=self._prev_hash, payload=content.payload,
+                app_hash=content.app_hash, validators_hash=self._validators_hash,
+                proposer=self._my_key,
+            )
+            pol_round = -1
+        assert self._signer is not None and self._my_key is not None
+        try:
+            proposal = self._signer.sign_proposal(
+                Proposal(self._height, self._round, pol_round, block, self._my_key))
+        except SafetyViolation:
+            self.signing_refused += 1
+            return
+        bh = block.hash()
+        self._own_proposal = proposal
+        self._proposals.setdefault(self._round, proposal)
+        self._blocks.setdefault(bh, block)
+        self._checks.setdefault(bh, BlockCheck.VALID)  # we built it from the host's content
+        self._out.append(Broadcast(proposal))
+
+    def _cast(self, kind: VoteKind, block_hash: bytes | None) -> None:
+        """Move to the vote's step and, as a validator, sign, count and broadcast the vote."""
+        self._step = PREVOTE_STEP if kind == PREVOTE else PRECOMMIT_STEP
+        if self._me is None:
+            return
+        assert self._signer is not None and self._my_key is not None
+        try:
+            vote = self._signer.sign_vote(
+                Vote(kind, self._height, self._round, block_hash, self._my_key))
+        except SafetyViolation:
+            self.signing_refused += 1
+            return
+        if kind == PREVOTE:
+            self._own_prevote = vote
+            votes = self._prevotes
+        else:
+            self._own_precommit = vote
+            votes = self._precommits
+        vs = votes.get(self._round)
+        if vs is None:
+            vs = votes[self._round] = _VoteSet()
+        if self._me not in vs.votes:
+            self._add_vote(vs, self._me, vote)
+        self._out.append(Broadcast(vote))
+
+    def _schedule(self, step: Step) -> None:
+        r = self._round
+        self._timers[r] = self._timers.get(r, 0) + 1
+        self._out.append(ScheduleTimeout(self._height, r, step, self.config.timeout_ms(step, r)))
+
+    def _rebroadcast(self) -> None:
+        for msg in (self._own_proposal, self._own_prevote, self._own_precommit):
+            if msg is not None:
+                self._out.append(Broadcast(msg))
+
+    def _ask_sync(self) -> None:
+        """On a timeout at our height, ask one validator seen ahead of us for blocks.
+
+        Being one height behind is normal for a moment (a peer decided first), so a
+        message one height ahead only leads here, once a timeout shows we are stuck.
+        Validators are asked in turn, one per timeout, so a lost request is retried.
+        """
+        ahead = [(-h, i) for i, h in self._ahead.items() if h > self._height and i != self._me]
+        if not ahead:
+            return
+        fresh = [a for a in ahead if a[1] not in self._sync_asked]
+        if not fresh:
+            self._sync_asked.clear()
+            fresh = ahead
+        neg_height, idx = min(fresh)
+        self._sync_asked.add(idx)
+        self._out.append(SyncNeeded(-neg_height, self.validators.public_keys[idx]))
+
+    # --- heights -----------------------------------------------------------------------------
+
+    def _reset_height(self) -> None:
+        """Forget everything about the previous height (lines 8-10 and the message log)."""
+        self._round = 0
+        self._step = PROPOSE_STEP
+        self._locked_hash: bytes | None = None
+        self._locked_round = -1
+        self._valid_block: Block | None = None
+        self._valid_round = -1
+        self._proposals: dict[int, Proposal] = {}
+        self._blocks: dict[bytes, Block] = {}
+        self._checks: dict[bytes, BlockCheck] = {}
+        self._fetching: set[bytes] = set()
+        self._prevotes: dict[int, _VoteSet] = {}
+        self._precommits: dict[int, _VoteSet] = {}
+        self._round_senders: dict[int, set[int]] = {}
+        self._round_power: dict[int, int] = {}
+        self._skip_to = 0
+        self._future_rounds: dict[int, set[int]] = {}
+        self._commit_candidates: list[tuple[int, bytes]] = []
+        self._timers: dict[int, int] = {}
+        self._sync_asked: set[int] = set()
+        self._polka_seen = False
+        self._prevote_timer = False
+        self._precommit_timer = False
+        self._waiting_content = False
+        self._own_proposal = None
+        self._own_prevote = None
+        self._own_precommit = None
+        self._ahead = {i: h for i, h in self._ahead.items() if h > self._height}
+
+    def _replay_future(self) -> None:
+        """Feed the buffered messages of the new height; drop those of passed heights."""
+        for height in [h for h in self._future if h <= self._height]:
+            bucket = self._future.pop(height)
+            self._future_count -= len(bucket)
+            if height == self._height:
+                for msg in bucket.values():
+                    self._receive(msg, True)
+
+
+def _batch_of(verify: VerifyOne) -> Callable[[Sequence[bytes], Sequence[bytes], Sequence[bytes]], list[bool]]:
+    """A verify_batch built from an injected single verifier, so certificates are checked
+    with the same rule as messages (the simulator may inject a fake)."""
+
+    def batch(pks: Sequence[bytes], msgs: Sequence[bytes], sigs: Sequence[bytes]) -> list[bool]:
+        return [verify(pk, m, s) for pk, m, s in zip(pks, msgs, sigs, strict=True)]
+
+    return batch
+
+
+__all__ = [
+    "BlockCheck",
+    "BlockSource",
+    "Broadcast",
+    "Decide",
+    "Engine",
+    "EngineConfig",
+    "EvidenceFound",
+    "FetchPayload",
+    "Output",
+    "ProposalContent",
+    "ScheduleTimeout",
+    "SyncNeeded",
+]
