@@ -87,7 +87,6 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
             use_list=True,
             strict_map_key=True,
             ext_hook=_refuse_ext,
-            max_buffer_size=limits.max_bytes,
             max_bin_len=limits.max_bytes,
             max_str_len=min(limits.max_str_len, limits.max_bytes),
             max_array_len=limits.max_container_len,

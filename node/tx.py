@@ -47,7 +47,7 @@ from consensus.codec import (
     sign_bytes,
     unpack,
 )
-from crypto import PrivateKey, sha256, verify_batch
+from crypto import PrivateKey, merkle_root, sha256, verify_batch
 
 TX_TAG = 64
 BATCH_TAG = 65
@@ -240,7 +240,7 @@ class Batch(WireMessage):
     """An ordered list of encoded transactions, disseminated by mempools.
 
     Consensus orders only batch digests (DESIGN section 2); the digest is
-    sha256 of the batch's canonical encoding. The transactions inside are
+    the Merkle root of its tx hashes. The transactions inside are
     decoded and verified separately (`decode_tx`, `verify_txs`).
     """
 
@@ -272,9 +272,17 @@ class Batch(WireMessage):
             if not expect_bytes(tx, f"batch tx {i}"):
                 raise CodecError(f"batch tx {i} is empty")
 
+    def tx_hashes(self) -> list[bytes]:
+        """The hash of every tx in the batch, in order."""
+        return [sha256(tx) for tx in self.txs]
+
     def digest(self) -> bytes:
-        """sha256 of the canonical encoding; what consensus blocks carry."""
-        return sha256(self.encode())
+        """Merkle root (crypto.hashing.merkle_root) of the tx hashes: what blocks carry.
+
+        A Merkle root rather than a flat hash so that a finality receipt can prove
+        one transaction's inclusion with a short path instead of the whole batch.
+        """
+        return merkle_root(self.tx_hashes())
 
 
 def decode_batch(data: bytes, max_size: int = DEFAULT_MAX_BATCH_BYTES) -> Batch:

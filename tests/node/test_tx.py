@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from consensus.codec import CodecError, pack
 from crypto import PrivateKey, sha256, verify_batch
+from crypto.hashing import merkle_proof, merkle_root, verify_merkle_proof
 from node.tx import (
     DEFAULT_MAX_TX_BYTES,
     MAX_KEY_BYTES,
@@ -173,7 +174,10 @@ def test_batch_round_trip_and_digest() -> None:
     batch = Batch(txs)
     data = batch.encode()
     assert decode_batch(data) == batch
-    assert batch.digest() == sha256(data)
+    assert batch.tx_hashes() == [sha256(t) for t in txs]
+    assert batch.digest() == merkle_root([sha256(t) for t in txs])
+    proof = merkle_proof(batch.tx_hashes(), 1)
+    assert verify_merkle_proof(sha256(txs[1]), proof, batch.digest())
     assert Batch(txs[:2]).digest() != batch.digest()
     with pytest.raises(CodecError, match="no transactions"):
         decode_batch(Batch(()).encode())
