@@ -103,8 +103,8 @@ def measure_verify_rate(count: int = 5000, threads: int | None = None, repeats: 
     )
 
 
-def run(count: int, threads: int | None, repeats: int, msg_size: int) -> dict[str, float]:
-    """Median signatures/s of the four paths (see the module docstring)."""
+def run(count: int, threads: int | None, repeats: int, msg_size: int) -> dict[str, list[float]]:
+    """Signatures/s of each of the four paths (see the module docstring), one per run."""
     pks, msgs, sigs = make_items(count, msg_size)
     n_threads = threads if threads is not None else available_cores()
     paths: dict[str, Callable[[], list[bool]]] = {
@@ -120,7 +120,7 @@ def run(count: int, threads: int | None, repeats: int, msg_size: int) -> dict[st
     for _ in range(repeats):
         for name, fn in paths.items():
             samples[name].append(_rate(fn, count))
-    return {name: statistics.median(rates) for name, rates in samples.items()}
+    return samples
 
 
 def _load_average() -> str:
@@ -153,12 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {_machine()}")
     print(f"{args.count} signatures of {args.msg_size}-byte messages, "
           f"median of {args.repeats} runs per path\n")
-    rates = run(args.count, args.threads, args.repeats, args.msg_size)
+    samples = run(args.count, args.threads, args.repeats, args.msg_size)
+    rates = {name: statistics.median(runs) for name, runs in samples.items()}
     base_nacl = rates["pynacl loop"]
     base_crypto = rates["cryptography loop"]
-    print(f"{'path':<28} {'signatures/s':>13} {'vs pynacl':>10} {'vs cryptography':>16}")
+    print(f"{'path':<28} {'signatures/s':>13} {'vs pynacl':>10} {'vs cryptography':>16}"
+          f"   {'runs min-max':>15}")
     for name, rate in rates.items():
-        print(f"{name:<28} {rate:>13,.0f} {rate / base_nacl:>9.2f}x {rate / base_crypto:>15.2f}x")
+        print(f"{name:<28} {rate:>13,.0f} {rate / base_nacl:>9.2f}x {rate / base_crypto:>15.2f}x"
+              f"   {f'{min(samples[name]):,.0f}-{max(samples[name]):,.0f}':>15}")
     print(f"\nload average after the run: {_load_average()}")
     return 0
 
