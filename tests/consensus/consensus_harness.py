@@ -180,3 +180,67 @@ class Net:
             f"nodes did not reach height {height}: {[e.height for e in self.engines]}, "
             f"rounds {[e.round for e in self.engines]}"
         )
+
+
+class Solo:
+    """One engine under test (validator `me`); the test plays the others with their keys."""
+
+    def __init__(self, me: int = 0, n: int = 4, height: int = 1, prev: bytes = bytes(32),
+                 powers: list[int] | None = None, config: EngineConfig | None = None) -> None:
+        self.keys = make_keys(n)
+        self.pks = [k.public_key for k in self.keys]
+        self.vset = make_vset(self.keys, powers)
+        self.me = me
+        self.store = MemorySafetyStore()
+        self.source = FakeSource("solo")
+        self.config = config or EngineConfig()
+        self.engine = Engine(CHAIN, self.vset, SafetyRules(self.keys[me], self.store, CHAIN),
+                             self.source, self.config, height=height, prev_block_hash=prev)
+        self.log: list[Output] = []
+
+    def _keep(self, outs: list[Output]) -> list[Output]:
+        self.log.extend(outs)
+        return outs
+
+    def start(self) -> list[Output]:
+        return self._keep(self.engine.start())
+
+    def feed(self, msg: Proposal | Vote) -> list[Output]:
+        return self._keep(self.engine.on_message(msg))
+
+    def timeout(self, round: int, step: Step, height: int | None = None) -> list[Output]:
+        h = self.engine.height if height is None else height
+        return self._keep(self.engine.on_timeout(h, round, step))
+
+    def proposer(self, round: int, height: int | None = None) -> int:
+        return self.vset.proposer_index(self.engine.height if height is None else height, round)
+
+    def block(self, tag: bytes = b"x", proposer: int | None = None) -> Block:
+        e = self.engine
+        p = self.pks[proposer if proposer is not None else self.proposer(e.round)]
+        return make_block(self.vset, p, height=e.height, tag=tag, prev=e.prev_block_hash)
+
+    def propose(self, round: int, block: Block, pol_round: int = -1) -> list[Output]:
+        key = self.keys[self.proposer(round, block.header.height)]
+        return self.feed(signed_proposal(key, block.header.height, round, block, pol_round))
+
+    def votes(self, kind: VoteKind, round: int, block_hash: bytes | None, senders: list[int],
+              height: int | None = None) -> list[Output]:
+        h = self.engine.height if height is None else height
+        outs: list[Output] = []
+        for i in senders:
+            outs += self.feed(signed_vote(self.keys[i], kind, h, round, block_hash))
+        return outs
+
+
+def sent(outs: list[Output], kind: type = Vote) -> list:
+    """Messages of type `kind` broadcast in `outs`."""
+    return [o.message for o in outs if isinstance(o, Broadcast) and isinstance(o.message, kind)]
+
+
+def sent_votes(outs: list[Output], kind: VoteKind) -> list[tuple[int, int, bytes | None]]:
+    return [(v.height, v.round, v.block_hash) for v in sent(outs, Vote) if v.kind == kind]
+
+
+def timeouts(outs: list[Output]) -> list[tuple[int, int, Step, int]]:
+    return [(o.height, o.round, o.step, o.delay_ms) for o in outs if isinstance(o, ScheduleTimeout)]

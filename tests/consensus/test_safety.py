@@ -1,0 +1,131 @@
+"""SafetyRules: never two different signatures at one (height, round, step), never
+backwards, identical re-signs allowed, state durable before the signature leaves,
+and all of it across simulated restarts (same store object, new SafetyRules)."""
+
+from __future__ import annotations
+
+import pytest
+from consensus_harness import CHAIN, make_block, make_keys, make_vset
+
+from consensus import (
+    MemorySafetyStore,
+    Proposal,
+    SafetyRules,
+    SafetyState,
+    SafetyViolation,
+    Step,
+    Vote,
+    VoteKind,
+)
+from crypto import verify_one
+
+KEY = make_keys(1)[0]
+PK = KEY.public_key
+VSET = make_vset([KEY])
+B1 = make_block(VSET, PK, tag=b"one").hash()
+B2 = make_block(VSET, PK, tag=b"two").hash()
+
+
+def vote(kind: VoteKind, height: int, round: int, bh: bytes | None) -> Vote:
+    return Vote(kind, height, round, bh, PK)
+
+
+def test_signs_and_the_signature_verifies():
+    rules = SafetyRules(KEY, MemorySafetyStore(), CHAIN)
+    v = rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, B1))
+    assert verify_one(PK, v.sign_bytes(CHAIN), v.signature)
+    p = rules.sign_proposal(Proposal(1, 1, -1, make_block(VSET, PK), PK))
+    assert verify_one(PK, p.sign_bytes(CHAIN), p.signature)
+    assert rules.state.height == 1 and rules.state.round == 1 and rules.state.step is Step.PROPOSE
+
+
+def test_refuses_a_conflicting_vote_at_the_same_step():
+    rules = SafetyRules(KEY, MemorySafetyStore(), CHAIN)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 3, 2, B1))
+    with pytest.raises(SafetyViolation, match="prevote for height 3 round 2"):
+        rules.sign_vote(vote(VoteKind.PREVOTE, 3, 2, B2))
+    with pytest.raises(SafetyViolation):
+        rules.sign_vote(vote(VoteKind.PREVOTE, 3, 2, None))
+
+
+def test_refuses_to_go_backwards_in_height_round_or_step():
+    rules = SafetyRules(KEY, MemorySafetyStore(), CHAIN)
+    rules.sign_vote(vote(VoteKind.PRECOMMIT, 5, 1, B1))
+    for kind, h, r in [(VoteKind.PREVOTE, 5, 1), (VoteKind.PRECOMMIT, 5, 0), (VoteKind.PREVOTE, 4, 9)]:
+        with pytest.raises(SafetyViolation, match=f"height {h} round {r}.*height 5 round 1"):
+            rules.sign_vote(vote(kind, h, r, B1))
+    with pytest.raises(SafetyViolation, match="propose"):
+        rules.sign_proposal(Proposal(5, 1, -1, make_block(VSET, PK, height=5), PK))
+    rules.sign_vote(vote(VoteKind.PREVOTE, 5, 2, None))  # forward is fine
+    rules.sign_vote(vote(VoteKind.PREVOTE, 6, 0, B2))
+
+
+def test_identical_resign_returns_the_stored_signature():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    first = rules.sign_vote(vote(VoteKind.PRECOMMIT, 2, 0, B1))
+    again = rules.sign_vote(vote(VoteKind.PRECOMMIT, 2, 0, B1))
+    assert again == first
+    assert store.saves == 1  # nothing new to persist
+
+
+def test_state_is_saved_before_the_signature_is_returned():
+    class FailingStore(MemorySafetyStore):
+        def save(self, state: SafetyState) -> None:
+            raise OSError("disk full")
+
+    rules = SafetyRules(KEY, FailingStore(), CHAIN)
+    with pytest.raises(OSError):
+        rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, B1))
+    assert rules.state is None
+
+    seen: list[SafetyState] = []
+
+    class RecordingStore(MemorySafetyStore):
+        def save(self, state: SafetyState) -> None:
+            seen.append(state)
+            super().save(state)
+
+    signed = SafetyRules(KEY, RecordingStore(), CHAIN).sign_vote(vote(VoteKind.PREVOTE, 1, 0, B1))
+    assert seen[-1].signature == signed.signature
+
+
+def test_across_restarts_refuses_double_sign_and_resigns_identically():
+    store = MemorySafetyStore()
+    before = SafetyRules(KEY, store, CHAIN).sign_vote(vote(VoteKind.PREVOTE, 7, 3, B1))
+    # crash: the engine and the rules are gone, the store survives
+    after = SafetyRules(KEY, store, CHAIN)
+    assert after.sign_vote(vote(VoteKind.PREVOTE, 7, 3, B1)).signature == before.signature
+    with pytest.raises(SafetyViolation):
+        after.sign_vote(vote(VoteKind.PREVOTE, 7, 3, B2))
+    with pytest.raises(SafetyViolation):
+        after.sign_vote(vote(VoteKind.PRECOMMIT, 7, 2, B1))
+    after.sign_vote(vote(VoteKind.PRECOMMIT, 7, 3, B1))
+    again = SafetyRules(KEY, store, CHAIN)
+    with pytest.raises(SafetyViolation):
+        again.sign_vote(vote(VoteKind.PREVOTE, 7, 3, B1))  # already past prevote
+    assert again.state.step is Step.PRECOMMIT
+
+
+def test_state_survives_an_encoded_store():
+    """The node persists SafetyState as msgpack; a decoded state guards the same way."""
+    store = MemorySafetyStore()
+    SafetyRules(KEY, store, CHAIN).sign_vote(vote(VoteKind.PREVOTE, 2, 0, B1))
+    raw = store.state.encode()
+    from consensus.codec import unpack
+
+    fields = unpack(raw)
+    restored = SafetyState.from_fields(fields[1:])
+    restored.validate()
+    rules = SafetyRules(KEY, MemorySafetyStore(restored), CHAIN)
+    with pytest.raises(SafetyViolation):
+        rules.sign_vote(vote(VoteKind.PREVOTE, 2, 0, B2))
+
+
+def test_refuses_to_sign_for_another_key():
+    other = make_keys(2)[1].public_key
+    rules = SafetyRules(KEY, MemorySafetyStore(), CHAIN)
+    with pytest.raises(SafetyViolation, match="not this signer"):
+        rules.sign_vote(Vote(VoteKind.PREVOTE, 1, 0, B1, other))
+    with pytest.raises(SafetyViolation, match="not this signer"):
+        rules.sign_proposal(Proposal(1, 0, -1, make_block(VSET, PK), other))
