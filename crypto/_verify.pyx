@@ -27,7 +27,6 @@ import os
 
 from cpython.buffer cimport PyObject_CheckBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromObject, PyBytes_GET_SIZE
-from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdlib cimport free, malloc
 from posix.dlfcn cimport RTLD_LOCAL, RTLD_NOW, dlerror, dlopen, dlsym
@@ -247,8 +246,11 @@ def _load_libsodium():
     # Already loaded by the import above: dlopen only returns its handle. The
     # handle is never closed, since the module keeps pointers into the object.
     cdef void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL)
+    cdef const char *err
     if handle == NULL:
-        raise ImportError(f"cannot dlopen {path!r}: {(<bytes> dlerror()).decode(errors='replace')}")
+        err = dlerror()
+        reason = (<bytes> err).decode(errors="replace") if err != NULL else "unknown error"
+        raise ImportError(f"cannot dlopen {path!r}: {reason}")
     cdef sodium_init_t init = <sodium_init_t> dlsym(handle, b"sodium_init")
     cdef void *verify = dlsym(handle, b"crypto_sign_verify_detached")
     if init == NULL or verify == NULL:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from nacl.signing import SigningKey
@@ -289,3 +292,24 @@ def test_fallback_backend_logs_one_warning(monkeypatch, caplog) -> None:
     assert len(warnings) == 1
     with pytest.raises(ValueError, match="threads"):
         verify_module.verify_batch(pks, msgs, sigs, threads=0)
+
+
+def test_import_falls_back_when_the_extension_is_missing() -> None:
+    # The real import path, in a fresh interpreter where crypto._verify cannot be imported.
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='%(message)s')\n"
+        "sys.modules['crypto._verify'] = None  # makes `from crypto import _verify` fail\n"
+        "import crypto\n"
+        "from nacl.signing import SigningKey\n"
+        "k = SigningKey(bytes(32)); pk = bytes(k.verify_key); sig = k.sign(b'm').signature\n"
+        "print(crypto.verifier_backend())\n"
+        "print(crypto.verify_batch([pk, pk], [b'm', b'n'], [sig, sig]))\n"
+        "print(crypto.verify_one(pk, b'm', sig))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=root, timeout=60, check=True).stdout.splitlines()
+    assert out[0] == "python"
+    assert out[-2:] == ["[True, False]", "True"]
+    assert sum("pure-Python" in line for line in out) == 1
