@@ -122,6 +122,8 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
         )
     try:
         doc = json.loads(path.read_bytes())
+        if not isinstance(doc, dict):
+            raise KeyFileError(f"key file {path} is malformed: expected a JSON object")
         if doc.get("type") != "ed25519":
             raise KeyFileError(f"key file {path}: unsupported key type {doc.get('type')!r}")
         seed = bytes.fromhex(doc["seed"])
@@ -130,6 +132,8 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(f"key file {path} is malformed: {exc}") from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
     if "public_key" in doc and doc["public_key"] != key.public_key.hex():
         raise KeyFileError(f"key file {path}: public key does not match the seed")
     return key

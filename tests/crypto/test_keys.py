@@ -143,8 +143,6 @@ def test_repr_shows_the_address_not_the_seed() -> None:
     assert key.seed.hex() not in repr(key)
 
 
-@pytest.mark.xfail(strict=True, reason="keys.py: a JSON document that is not an object "
-                   "escapes as AttributeError (doc.get on a list), not KeyFileError")
 def test_load_refuses_a_json_array(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -154,8 +152,6 @@ def test_load_refuses_a_json_array(tmp_path: Path) -> None:
         load_private_key(path)
 
 
-@pytest.mark.xfail(strict=True, reason="keys.py: an unreadable path (a directory) escapes "
-                   "as IsADirectoryError, not KeyFileError")
 def test_load_refuses_a_directory(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     path.mkdir(mode=0o700)
