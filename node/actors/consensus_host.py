@@ -1,0 +1,255 @@
+"""ConsensusHost: hosts the sans-IO consensus engine inside the node.
+
+The engine (`consensus.engine.Engine`) is pure: messages and timer expiries
+in, messages to send, timers to set and decided blocks out. This class feeds
+it and turns its outputs into plain msgpack records for the supervisor, which
+does the I/O (peer links, timers, the commit pipeline). One call carries every
+input that arrived since the last one, so a burst of votes costs one actor call.
+
+It is also the engine's `BlockSource`:
+- a proposal takes up to `max_block_batches` batch digests that this node
+  holds and that no committed block has named, and the app hash after the
+  previous block (so a proposer waits for its own executor to catch up);
+- a proposal is checked against what this node knows: an app hash that
+  differs from its own is INVALID (the proposer's state forked), a batch this
+  node does not hold is MISSING (the supervisor fetches it from peers first).
+
+SafetyRules' state lives in the node's LMDB store and is fsync'd before any
+signature leaves this class: a validator that crashes right after voting and
+restarts can never sign a conflicting vote.
+
+Inputs (packed list of records):
+    ["msg", encoded]                 a Proposal or Vote from a peer (already decoded once
+                                     by the supervisor for routing; re-decoded here)
+    ["timeout", height, round, step]
+    ["batches", [digest...]]         batches this node now holds
+    ["executed", height, app_hash]   the executor applied `height`
+    ["certified", block, cert]       a certified block from block sync
+    ["ready"]                        a pacing delay asked for by "wake" has passed
+Outputs (packed list of records):
+    ["broadcast", encoded]
+    ["timeout", height, round, step, delay_ms]
+    ["decide", block, cert]
+    ["fetch", [missing digests], proposer_pk]
+    ["sync", height, validator_pk]
+    ["evidence", encoded]
+    ["wake", delay_ms]               send ["ready"] after delay_ms (proposal pacing)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import msgpack
+
+from consensus.codec import CodecError, unpack
+from consensus.engine import (
+    BlockCheck,
+    Broadcast,
+    Decide,
+    Engine,
+    EngineConfig,
+    EvidenceFound,
+    FetchPayload,
+    ProposalContent,
+    ScheduleTimeout,
+    SyncNeeded,
+)
+from consensus.safety import SafetyRules, SafetyState
+from consensus.types import CONSENSUS_MESSAGES, Block, Proposal, Vote
+from consensus.validators import Validator, ValidatorSet
+from crypto import load_private_key
+from node.storage import LmdbSafetyStore
+from node.stores import open_storage
+from node.wire import decode_block, decode_certificate
+
+log = logging.getLogger(__name__)
+
+_RECENT_COMMITTED_DIGESTS = 100_000
+
+
+def decode_safety_state(raw: bytes) -> SafetyState:
+    obj = unpack(raw)
+    if type(obj) is not list or not obj or obj[0] != SafetyState.TAG:
+        raise CodecError("stored safety state is not a SafetyState")
+    state = SafetyState.from_fields(obj[1:])
+    state.validate()
+    return state
+
+
+class ConsensusHost:
+    def __init__(self, data_dir: str, key_path: str, chain_id: str,
+                 validators: list[tuple[bytes, int]], timeouts: dict[str, int],
+                 max_block_batches: int, map_size: int, genesis_app_hash: bytes,
+                 block_interval_ms: int = 0, empty_block_interval_ms: int = 500) -> None:
+        self.chain_id = chain_id
+        self.storage = open_storage(data_dir, map_size=map_size)
+        self.key = load_private_key(key_path)
+        self.validators = ValidatorSet(tuple(Validator(pk, power) for pk, power in validators))
+        self.max_block_batches = max_block_batches
+        self.block_interval_ms = block_interval_ms
+        self.empty_block_interval_ms = empty_block_interval_ms
+        self.last_commit_wall = time.time()
+        self._wake_ms: int | None = None
+        self.is_validator = self.validators.index_of(self.key.public_key) is not None
+        signer = None
+        if self.is_validator:
+            signer = SafetyRules(self.key, LmdbSafetyStore(self.storage, decode_safety_state),
+                                 chain_id)
+        height = self.storage.latest_height()
+        prev_hash = bytes(32)
+        if height > 0:
+            prev_hash = decode_block(self.storage.block(height)[0]).hash()
+        self.app_hashes: dict[int, bytes] = {height: self.storage.last_app_hash()
+                                             or genesis_app_hash}
+        # Batches held by this node and not yet committed, in arrival order.
+        self.ready: OrderedDict[bytes, None] = OrderedDict()
+        self.committed_digests: OrderedDict[bytes, None] = OrderedDict()
+        self.engine = Engine(
+            chain_id=chain_id,
+            validators=self.validators,
+            signer=signer,
+            source=self,
+            config=EngineConfig(**timeouts),
+            height=height + 1,
+            prev_block_hash=prev_hash,
+        )
+        self.waiting_for_payload = False
+        self.rejected: dict[str, int] = {}
+
+    # --- BlockSource -----------------------------------------------------------------
+
+    def proposal_content(self, height: int) -> ProposalContent | None:
+        app_hash = self.app_hashes.get(height - 1)
+        if app_hash is None:
+            return None
+        # Pacing: at least block_interval_ms between blocks, and an idle chain makes an
+        # empty block only every empty_block_interval_ms instead of spinning. It stays
+        # below timeout_propose so the other validators do not give up on the proposer.
+        since_ms = (time.time() - self.last_commit_wall) * 1000.0
+        wait_ms = 0.0
+        if since_ms < self.block_interval_ms:
+            wait_ms = self.block_interval_ms - since_ms
+        elif not self.ready and since_ms < self.empty_block_interval_ms:
+            wait_ms = self.empty_block_interval_ms - since_ms
+        if wait_ms > 0:
+            self._wake_ms = max(1, int(wait_ms))
+            return None
+        payload = tuple(d for d, _ in zip(self.ready, range(self.max_block_batches),
+                                          strict=False))
+        return ProposalContent(payload=payload, time_ms=int(time.time() * 1000),
+                               app_hash=app_hash)
+
+    def check_block(self, block: Block) -> BlockCheck:
+        header = block.header
+        if header.validators_hash != self.validators.hash():
+            return BlockCheck.INVALID
+        if len(block.payload) != len(set(block.payload)):
+            return BlockCheck.INVALID
+        if any(len(d) != 32 or d in self.committed_digests for d in block.payload):
+            return BlockCheck.INVALID
+        app_hash = self.app_hashes.get(header.height - 1)
+        if app_hash is None:
+            return BlockCheck.MISSING  # our executor has not finished the previous block
+        if header.app_hash != app_hash:
+            return BlockCheck.INVALID
+        if any(d not in self.ready for d in block.payload):
+            return BlockCheck.MISSING
+        return BlockCheck.VALID
+
+    # --- the actor interface ---------------------------------------------------------
+
+    def start(self) -> bytes:
+        return self._pack(self.engine.start())
+
+    def handle(self, packed: bytes) -> bytes:
+        outs: list[Any] = []
+        payload_changed = False
+        for record in msgpack.unpackb(packed, raw=False):
+            kind = record[0]
+            if kind == "msg":
+                try:
+                    msg = CONSENSUS_MESSAGES.decode(record[1])
+                except CodecError as exc:
+                    self._count(f"malformed: {exc}"[:60])
+                    continue
+                if isinstance(msg, (Proposal, Vote)):
+                    outs.extend(self.engine.on_message(msg))
+                else:
+                    self._count("unexpected message type")
+            elif kind == "timeout":
+                outs.extend(self.engine.on_timeout(record[1], record[2], record[3]))
+            elif kind == "batches":
+                for d in record[1]:
+                    if d not in self.committed_digests:
+                        self.ready[d] = None
+                payload_changed = True
+                outs.extend(self.engine.on_proposal_ready())
+            elif kind == "ready":
+                outs.extend(self.engine.on_proposal_ready())
+            elif kind == "executed":
+                self.app_hashes[record[1]] = record[2]
+                for h in [h for h in self.app_hashes if h < record[1] - 2]:
+                    del self.app_hashes[h]
+                payload_changed = True
+                outs.extend(self.engine.on_proposal_ready())
+            elif kind == "certified":
+                block = decode_block(record[1])
+                cert = decode_certificate(record[2])
+                outs.extend(self.engine.on_certified_block(block, cert))
+            else:
+                raise ValueError(f"unknown consensus host input {kind!r}")
+        if payload_changed and self.waiting_for_payload:
+            self.waiting_for_payload = False
+            outs.extend(self.engine.on_payload_available())
+        return self._pack(outs)
+
+    def _count(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def _pack(self, outs: list[Any]) -> bytes:
+        records: list[list] = []
+        if self._wake_ms is not None:
+            records.append(["wake", self._wake_ms])
+            self._wake_ms = None
+        for out in outs:
+            if isinstance(out, Broadcast):
+                records.append(["broadcast", out.message.encode()])
+            elif isinstance(out, ScheduleTimeout):
+                records.append(["timeout", out.height, out.round, int(out.step), out.delay_ms])
+            elif isinstance(out, Decide):
+                block = out.block
+                self.last_commit_wall = time.time()
+                for d in block.payload:
+                    self.ready.pop(d, None)
+                    self.committed_digests[d] = None
+                while len(self.committed_digests) > _RECENT_COMMITTED_DIGESTS:
+                    self.committed_digests.popitem(last=False)
+                records.append(["decide", block.encode(), out.certificate.encode()])
+            elif isinstance(out, FetchPayload):
+                self.waiting_for_payload = True
+                missing = [d for d in out.block.payload if d not in self.ready]
+                records.append(["fetch", missing, out.block.header.proposer])
+            elif isinstance(out, SyncNeeded):
+                records.append(["sync", out.height, out.from_validator])
+            elif isinstance(out, EvidenceFound):
+                records.append(["evidence", out.evidence.encode()])
+        return msgpack.packb(records)
+
+    def status(self) -> list:
+        """[height, round, step, rejected counts, engine counters]."""
+        e = self.engine
+        return [e.height, e.round, int(e.step), dict(self.rejected),
+                dict(getattr(e, "rejected", {}))]
+
+    def decided_raw(self, height: int) -> list | None:
+        d = self.engine.decided(height)
+        if d is None:
+            return None
+        return [d[0].encode(), d[1].encode()]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,118 @@
+"""Executor: applies committed blocks to the application and stores them.
+
+For each committed block the supervisor hands over the block, its commit
+certificate and the block's batches with the mempool's signature verdicts. The
+executor applies the txs in order with the app (`kvstore` or `bank`, DESIGN
+section 9) and writes block, certificate, tx index, batches, the app's writes
+and the new app hash in ONE LMDB transaction (`Storage.commit_block`): after a
+crash the stored app state always matches the stored height, so restart is
+"open the store and go on" and there is nothing to replay.
+
+Before applying block h+1 it checks that the header's app hash (the network's
+app hash after block h) equals its own. If not, this node's state has forked
+from the network's: it refuses to go on (`AppHashMismatch`) and the supervisor
+halts the node with that error rather than keep signing on a wrong state.
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from crypto import sha256
+from node.apps import (
+    CODE_BAD_SIGNATURE,
+    CODE_BALANCE_OVERFLOW,
+    CODE_INSUFFICIENT_FUNDS,
+    CODE_OK,
+    execute_block,
+    make_app,
+)
+from node.storage import StoredAppState
+from node.stores import open_storage
+from node.tx import decode_batch, decode_tx
+from node.wire import decode_block
+
+# Codes after which the sender's nonce has moved on (see node.apps).
+_NONCE_CONSUMED = (CODE_OK, CODE_INSUFFICIENT_FUNDS, CODE_BALANCE_OVERFLOW)
+
+
+class AppHashMismatch(Exception):
+    """The network's app hash for a height differs from the one this node computed."""
+
+
+class Executor:
+    def __init__(self, data_dir: str, chain_id: str, app: str, allocations: dict[str, int],
+                 map_size: int, max_tx_bytes: int, sync: bool = True) -> None:
+        self.chain_id = chain_id
+        self.max_tx_bytes = max_tx_bytes
+        self.storage = open_storage(data_dir, map_size=map_size, sync=sync)
+        height = self.storage.latest_height()
+        self.app = make_app(app, StoredAppState(self.storage), genesis=allocations,
+                            height=height, app_hash=self.storage.last_app_hash())
+
+    def info(self) -> list:
+        """[last committed height, app hash after it]."""
+        return [self.app.height, self.app.app_hash()]
+
+    def execute(self, packed: bytes) -> bytes:
+        """Apply and store one block.
+
+        `packed` is ``[block_bytes, cert_bytes, [[encoded_batch, verdicts], ...]]``
+        with the batches in the block's payload order. Returns packed
+        ``[height, app_hash, [tx_hash...], [code...], [[sender_pk, nonce]...]]``.
+        """
+        block_bytes, cert_bytes, batches = msgpack.unpackb(packed, raw=False)
+        block = decode_block(block_bytes)
+        header = block.header
+        height = header.height
+        if height != self.app.height + 1:
+            raise ValueError(f"executor at height {self.app.height} got block {height}")
+        expected = self.app.app_hash()
+        if header.app_hash != expected:
+            raise AppHashMismatch(
+                f"block {height} carries app hash {header.app_hash.hex()} for height "
+                f"{height - 1}, but this node computed {expected.hex()}: its state has "
+                f"forked from the network's; refusing to continue"
+            )
+        raw_txs: list[bytes] = []
+        verdicts: list[int] = []
+        stored_batches: list[tuple[bytes, bytes]] = []
+        for digest, (encoded, batch_verdicts) in zip(block.payload, batches, strict=True):
+            batch = decode_batch(encoded)
+            if batch.digest() != digest:
+                raise ValueError(f"block {height}: batch {digest.hex()} content does not match")
+            raw_txs.extend(batch.txs)
+            verdicts.extend(batch_verdicts)
+            stored_batches.append((digest, encoded))
+        valid_index = [i for i, ok in enumerate(verdicts) if ok]
+        valid_codes = execute_block(self.app, height, [raw_txs[i] for i in valid_index],
+                                    chain_id=self.chain_id, max_tx_bytes=self.max_tx_bytes,
+                                    verify=None)
+        codes = [CODE_BAD_SIGNATURE] * len(raw_txs)
+        for i, code in zip(valid_index, valid_codes, strict=True):
+            codes[i] = code
+        hashes = [sha256(raw) for raw in raw_txs]
+        nonces = []
+        for i in valid_index:
+            if codes[i] in _NONCE_CONSUMED:
+                try:
+                    tx = decode_tx(raw_txs[i], self.max_tx_bytes)
+                except Exception:
+                    continue
+                nonces.append([tx.sender, tx.nonce])
+        app_hash = self.app.app_hash()
+        try:
+            self.storage.commit_block(
+                height, block_bytes, cert_bytes, block_hash=block.hash(),
+                tx_entries=list(zip(hashes, codes, strict=True)),
+                app_writes=self.app.pending_writes(), app_hash=app_hash,
+                batches=stored_batches)
+        except Exception:
+            self.app.discard()
+            raise
+        self.app.commit()
+        return msgpack.packb([height, app_hash, hashes, codes, nonces])
+
+    def close(self) -> None:
+        pass
+

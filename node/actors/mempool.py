@@ -1,0 +1,287 @@
+"""Mempool: admission, batching and dissemination of transactions.
+
+Admission is two calls around the verifier pool so that signatures are checked
+in batches by the pool, never one by one here:
+
+    ticket, sign_items, rejected = prepare(txs)     # decode, validate, dedupe, limits
+    verdicts = VerifierPool.verify(*sign_items)
+    results = admit(ticket, verdicts)               # keep the valid ones
+
+Admitted transactions are sealed into batches by size (`batch_max_txs`,
+`batch_max_bytes`) or by time (the supervisor calls `seal` every
+`batch_timeout_ms`). A batch is disseminated to peers and only its digest goes
+to consensus (DESIGN section 2). Batches received from peers go through the
+same verification (`prepare_batch` / `admit_batch`): each validator checks each
+signature once; a tx whose signature fails stays in the batch (its digest is
+what was ordered) and the executor gives it a failing code, deterministically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import msgpack
+
+from consensus.codec import CodecError
+from node.tx import Batch, Tx, decode_batch, decode_tx, tx_sign_items
+
+# How many committed tx hashes and batch digests are remembered to refuse replays.
+_RECENT_COMMITTED = 500_000
+
+
+@dataclass(frozen=True)
+class MempoolLimits:
+    max_txs: int = 200_000
+    max_bytes: int = 256 * 1024 * 1024
+    max_tx_bytes: int = 64 * 1024
+    batch_max_txs: int = 2000
+    batch_max_bytes: int = 4_000_000
+    max_batch_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class StoredBatch:
+    encoded: bytes
+    verdicts: bytes          # one byte per tx: 1 valid signature, 0 invalid
+    tx_hashes: list[bytes]
+    local: bool
+    created: float
+
+
+class Mempool:
+    """Plain-class logic of the Mempool actor (no Ray, no I/O)."""
+
+    def __init__(self, chain_id: str, app: str, limits: MempoolLimits = MempoolLimits()) -> None:
+        self.chain_id = chain_id
+        self.app = app
+        self.limits = limits
+        self._tickets = itertools.count(1)
+        self._prepared: dict[int, list[tuple[bytes, bytes, Tx]]] = {}
+        self._prepared_batches: dict[int, tuple[bytes, Batch, list[bytes]]] = {}
+        # Admitted, not yet sealed: hash -> encoded tx (insertion order = arrival order).
+        self._pending: OrderedDict[bytes, bytes] = OrderedDict()
+        self._pending_bytes = 0
+        self._known: set[bytes] = set()          # pending or sealed, not committed
+        self._committed: OrderedDict[bytes, None] = OrderedDict()
+        self._batches: dict[bytes, StoredBatch] = {}
+        self._committed_batches: OrderedDict[bytes, None] = OrderedDict()
+        self._next_nonce: dict[bytes, int] = {}
+        self._reserved_txs = 0                  # prepared but not yet admitted
+        self.stats = {"admitted": 0, "rejected": 0, "sealed_batches": 0, "remote_batches": 0}
+
+    # --- admission -------------------------------------------------------------------
+
+    def _size(self) -> tuple[int, int]:
+        sealed_txs = sum(len(b.tx_hashes) for b in self._batches.values())
+        return len(self._pending) + sealed_txs, self._pending_bytes
+
+    def prepare(self, packed_txs: bytes) -> bytes:
+        """Decode and pre-check a list of encoded txs.
+
+        Returns packed ``[ticket, [pks, msgs, sigs], [[index, hash|None, reason], ...]]``:
+        the sign items of the txs still in the running (in input order) and the
+        refused ones with their reasons.
+        """
+        txs = msgpack.unpackb(packed_txs, raw=False)
+        ticket = next(self._tickets)
+        keep: list[tuple[bytes, bytes, Tx]] = []
+        rejected: list[list] = []
+        count, nbytes = self._size()
+        count += self._reserved_txs
+        seen: set[bytes] = set()
+        for i, raw in enumerate(txs):
+            if type(raw) is not bytes:
+                rejected.append([i, None, "malformed"])
+                continue
+            try:
+                tx = decode_tx(raw, self.limits.max_tx_bytes)
+            except CodecError as exc:
+                rejected.append([i, None, f"malformed transaction: {exc}"])
+                continue
+            h = Tx.hash(tx)
+            if tx.chain_id != self.chain_id:
+                rejected.append([i, h, f"wrong chain id {tx.chain_id!r} (this chain is "
+                                       f"{self.chain_id!r})"])
+                continue
+            if tx.app != self.app:
+                rejected.append([i, h, f"wrong app {tx.app!r} (this chain runs {self.app!r})"])
+                continue
+            if h in self._known or h in seen:
+                rejected.append([i, h, "duplicate: transaction already in the mempool"])
+                continue
+            if h in self._committed:
+                rejected.append([i, h, "duplicate: transaction already committed"])
+                continue
+            expected = self._next_nonce.get(tx.sender, 0)
+            if tx.nonce < expected:
+                rejected.append([i, h, f"stale nonce {tx.nonce}: the sender's next nonce "
+                                       f"is {expected}"])
+                continue
+            if count + 1 > self.limits.max_txs or nbytes + len(raw) > self.limits.max_bytes:
+                rejected.append([i, h, f"mempool full ({count} txs, {nbytes} bytes)"])
+                continue
+            count += 1
+            nbytes += len(raw)
+            seen.add(h)
+            keep.append((h, raw, tx))
+        self._prepared[ticket] = keep
+        self._reserved_txs += len(keep)
+        pks, msgs, sigs = tx_sign_items([t for _, _, t in keep])
+        self.stats["rejected"] += len(rejected)
+        return msgpack.packb([ticket, [pks, msgs, sigs], rejected])
+
+    def admit(self, ticket: int, verdicts: bytes) -> bytes:
+        """Keep the prepared txs whose signature verified.
+
+        Returns packed ``[[hash, reason|None], ...]`` in the order of the prepared
+        txs, and a flag saying whether a batch is now full and should be sealed.
+        """
+        keep = self._prepared.pop(ticket)
+        self._reserved_txs -= len(keep)
+        if len(verdicts) != len(keep):
+            raise ValueError(f"ticket {ticket}: {len(verdicts)} verdicts for {len(keep)} txs")
+        results = []
+        for (h, raw, tx), ok in zip(keep, verdicts, strict=True):
+            if not ok:
+                results.append([h, f"invalid signature for sender {tx.sender.hex()}"])
+                self.stats["rejected"] += 1
+                continue
+            if h in self._known or h in self._committed:
+                results.append([h, "duplicate: transaction already in the mempool"])
+                self.stats["rejected"] += 1
+                continue
+            self._pending[h] = raw
+            self._pending_bytes += len(raw)
+            self._known.add(h)
+            results.append([h, None])
+            self.stats["admitted"] += 1
+        full = len(self._pending) >= self.limits.batch_max_txs
+        return msgpack.packb([results, full])
+
+    # --- batches ---------------------------------------------------------------------
+
+    def seal(self, force: bool = True) -> bytes:
+        """Seal pending txs into batches; packed ``[[digest, encoded], ...]``.
+
+        Without `force` only full batches are sealed (the time trigger passes
+        force=True).
+        """
+        out = []
+        while self._pending:
+            if not force and len(self._pending) < self.limits.batch_max_txs:
+                break
+            txs: list[bytes] = []
+            hashes: list[bytes] = []
+            size = 0
+            while self._pending and len(txs) < self.limits.batch_max_txs:
+                h, raw = next(iter(self._pending.items()))
+                if txs and size + len(raw) > self.limits.batch_max_bytes:
+                    break
+                self._pending.popitem(last=False)
+                self._pending_bytes -= len(raw)
+                txs.append(raw)
+                hashes.append(h)
+                size += len(raw)
+            batch = Batch(tuple(txs))
+            encoded = batch.encode()
+            digest = batch.digest()
+            self._batches[digest] = StoredBatch(encoded, b"\x01" * len(txs), hashes, True,
+                                                time.monotonic())
+            self.stats["sealed_batches"] += 1
+            out.append([digest, encoded])
+        return msgpack.packb(out)
+
+    def prepare_batch(self, encoded: bytes) -> bytes:
+        """Decode a peer's batch: packed ``[ticket|None, digest, [pks, msgs, sigs], reason]``.
+
+        ticket is None when the batch is already known (nothing to verify) or
+        refused (reason set).
+        """
+        try:
+            batch = decode_batch(encoded, self.limits.max_batch_bytes)
+        except CodecError as exc:
+            return msgpack.packb([None, None, [[], [], []], f"malformed batch: {exc}"])
+        digest = batch.digest()
+        if digest in self._batches or digest in self._committed_batches:
+            return msgpack.packb([None, digest, [[], [], []], None])
+        txs: list[Tx] = []
+        for i, raw in enumerate(batch.txs):
+            try:
+                tx = decode_tx(raw, self.limits.max_tx_bytes)
+            except CodecError as exc:
+                return msgpack.packb([None, digest, [[], [], []],
+                                      f"batch tx {i} is malformed: {exc}"])
+            txs.append(tx)
+        hashes = [Tx.hash(t) for t in txs]
+        ticket = next(self._tickets)
+        self._prepared_batches[ticket] = (encoded, batch, hashes)
+        pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
+        return msgpack.packb([ticket, digest, [pks, msgs, sigs], None])
+
+    def admit_batch(self, ticket: int, verdicts: bytes) -> bytes:
+        encoded, batch, hashes = self._prepared_batches.pop(ticket)
+        digest = batch.digest()
+        if digest not in self._batches:
+            self._batches[digest] = StoredBatch(encoded, bytes(verdicts), hashes, False,
+                                                time.monotonic())
+            self.stats["remote_batches"] += 1
+            # Our own pending copies of these txs would be included twice: drop them.
+            for h in hashes:
+                raw = self._pending.pop(h, None)
+                if raw is not None:
+                    self._pending_bytes -= len(raw)
+                self._known.add(h)
+        return digest
+
+    def has_batches(self, digests: list[bytes]) -> list[bool]:
+        return [d in self._batches for d in digests]
+
+    def get_batches(self, digests: list[bytes]) -> bytes:
+        """Packed ``[[encoded, verdicts] | None, ...]`` in the order asked."""
+        out = []
+        for d in digests:
+            b = self._batches.get(d)
+            out.append(None if b is None else [b.encoded, b.verdicts])
+        return msgpack.packb(out)
+
+    def uncommitted_digests(self) -> list[bytes]:
+        """Digests of stored batches not yet committed, oldest first."""
+        return [d for d, _ in sorted(self._batches.items(), key=lambda kv: kv[1].created)]
+
+    # --- commit ----------------------------------------------------------------------
+
+    def committed(self, packed: bytes) -> int:
+        """Forget what a committed block holds: packed ``[digests, tx_hashes, [[sender, nonce]...]]``.
+
+        Returns the number of txs still waiting (pending + sealed, uncommitted).
+        """
+        digests, hashes, nonces = msgpack.unpackb(packed, raw=False)
+        for d in digests:
+            self._batches.pop(d, None)
+            self._committed_batches[d] = None
+        for h in hashes:
+            self._known.discard(h)
+            raw = self._pending.pop(h, None)
+            if raw is not None:
+                self._pending_bytes -= len(raw)
+            self._committed[h] = None
+        for sender, nonce in nonces:
+            if nonce + 1 > self._next_nonce.get(sender, 0):
+                self._next_nonce[sender] = nonce + 1
+        while len(self._committed) > _RECENT_COMMITTED:
+            self._committed.popitem(last=False)
+        while len(self._committed_batches) > _RECENT_COMMITTED // 100:
+            self._committed_batches.popitem(last=False)
+        return self._size()[0]
+
+    def contains(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._known
+
+    def size(self) -> tuple[int, int]:
+        return self._size()
+
+    def close(self) -> None:
+        pass

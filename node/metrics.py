@@ -1,0 +1,48 @@
+"""Prometheus metrics of one node (its own registry, so tests can run many nodes)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+FINALITY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0,
+                    2.5, 5.0, 10.0, 30.0)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.height = Gauge("bftnode_height", "Last committed height", registry=r)
+        self.round = Gauge("bftnode_round", "Consensus round at the current height", registry=r)
+        self.block_interval = Histogram(
+            "bftnode_block_interval_seconds", "Time between consecutive commits", registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.block_txs = Histogram("bftnode_block_txs", "Transactions per committed block",
+                                   registry=r, buckets=(0, 1, 10, 100, 1000, 5000, 20000, 100000))
+        self.txs_committed = Counter("bftnode_txs_committed", "Transactions committed", registry=r)
+        self.txs_rejected = Counter("bftnode_txs_rejected", "Transactions refused, by reason",
+                                    ["reason"], registry=r)
+        self.txs_admitted = Counter("bftnode_txs_admitted", "Transactions admitted to the mempool",
+                                    registry=r)
+        self.mempool_txs = Gauge("bftnode_mempool_txs", "Transactions waiting in the mempool",
+                                 registry=r)
+        self.peers = Gauge("bftnode_peers", "Connected peers", registry=r)
+        self.p2p_rejected = Counter("bftnode_p2p_rejected", "Peer link events refused, by reason",
+                                    ["reason"], registry=r)
+        self.messages_rejected = Counter(
+            "bftnode_messages_rejected", "Peer messages dropped, by reason", ["reason"], registry=r)
+        self.signatures_verified = Counter("bftnode_signatures_verified",
+                                           "Signatures verified by the verifier pool", registry=r)
+        self.verify_rate = Gauge("bftnode_verify_rate", "Signatures verified per second of "
+                                 "verifier time", registry=r)
+        self.finality = Histogram(
+            "bftnode_finality_seconds", "Submit (admission at this node) to commit",
+            registry=r, buckets=FINALITY_BUCKETS)
+        self.evidence = Counter("bftnode_evidence", "Duplicate-vote evidence detected",
+                                registry=r)
+        self.http_rejected = Counter("bftnode_http_rejected", "HTTP requests refused, by reason",
+                                     ["reason"], registry=r)
+        self.sync_blocks = Counter("bftnode_sync_blocks", "Blocks obtained by block sync",
+                                   registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

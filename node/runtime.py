@@ -1,0 +1,166 @@
+"""Two ways to host a node's actors: Ray (the default) and in-process.
+
+Both give the supervisor the same thing, an `ActorRef` per actor whose
+``call(method, *args)`` is awaited. Arguments and results are msgpack ``bytes``
+or small scalars, one call per batch or block: a Ray actor call costs about a
+millisecond here, so nothing crosses an actor boundary per transaction.
+
+- `RayRuntime` starts (or joins) Ray bound to 127.0.0.1 with the dashboard off
+  and creates each actor as a named Ray actor in the node's own namespace. The
+  supervisor is the owner of every actor, so killing it with SIGKILL takes the
+  actors down with it (Ray's owner fate-sharing): a node dies as a unit.
+- `InProcessRuntime` hosts the same plain classes in the supervisor process. A
+  method marked `@offload` (CPU-heavy and GIL-free, like batch verification)
+  runs on a worker thread; everything else runs inline on the event loop, which
+  keeps each actor single-threaded exactly as under Ray (max_concurrency=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+_OFFLOAD = "_bftnode_offload"
+
+
+def offload(fn: Callable) -> Callable:
+    """Mark a method as CPU-heavy: the in-process runtime runs it on a thread."""
+    setattr(fn, _OFFLOAD, True)
+    return fn
+
+
+class ActorRef(Protocol):
+    name: str
+
+    async def call(self, method: str, *args: Any) -> Any: ...
+
+
+class Runtime(Protocol):
+    kind: str
+
+    def spawn(self, name: str, cls: type, *args: Any, resources: dict[str, float] | None = None,
+              **kwargs: Any) -> ActorRef: ...
+
+    async def shutdown(self) -> None: ...
+
+
+class LocalRef:
+    """An actor living in this process."""
+
+    def __init__(self, name: str, obj: Any) -> None:
+        self.name = name
+        self.obj = obj
+        self._lock = asyncio.Lock()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        fn = getattr(self.obj, method)
+        if getattr(fn, _OFFLOAD, False):
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+
+class InProcessRuntime:
+    kind = "inprocess"
+
+    def __init__(self) -> None:
+        self._actors: list[LocalRef] = []
+
+    def spawn(self, name: str, cls: type, *args: Any, resources: dict[str, float] | None = None,
+              **kwargs: Any) -> LocalRef:
+        ref = LocalRef(name, cls(*args, **kwargs))
+        self._actors.append(ref)
+        return ref
+
+    async def shutdown(self) -> None:
+        for ref in reversed(self._actors):
+            close = getattr(ref.obj, "close", None)
+            if close is not None:
+                close()
+        self._actors.clear()
+
+
+class RayRef:
+    def __init__(self, name: str, handle: Any) -> None:
+        self.name = name
+        self.handle = handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await getattr(self.handle, method).remote(*args)
+
+
+class RayRuntime:
+    """Hosts actors in Ray, in namespace `namespace`.
+
+    `address` empty: start a private Ray instance for this node on 127.0.0.1
+    (what a production validator runs); otherwise join that cluster.
+    """
+
+    kind = "ray"
+
+    def __init__(self, namespace: str, address: str = "", include_dashboard: bool = False,
+                 num_cpus: int | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        opts: dict[str, Any] = dict(
+            namespace=namespace,
+            include_dashboard=include_dashboard,
+            configure_logging=False,
+            log_to_driver=True,
+            ignore_reinit_error=False,
+        )
+        if address:
+            opts["address"] = address
+        else:
+            # Bound to loopback: peers never get Ray access, they only speak the peer protocol.
+            opts["_node_ip_address"] = "127.0.0.1"
+            opts["num_cpus"] = num_cpus or os.cpu_count() or 1
+        # Several nodes hosted by one test process share that process's Ray connection
+        # (actor names carry the node id); only the runtime that started Ray stops it.
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(**opts)
+        self._actors: list[RayRef] = []
+
+    def spawn(self, name: str, cls: type, *args: Any, resources: dict[str, float] | None = None,
+              **kwargs: Any) -> RayRef:
+        ray = self._ray
+        remote_cls = ray.remote(cls)
+        options: dict[str, Any] = dict(name=name, max_concurrency=1, num_cpus=0,
+                                       max_restarts=0, lifetime=None)
+        if resources:
+            options["resources"] = dict(resources)
+        handle = remote_cls.options(**options).remote(*args, **kwargs)
+        ref = RayRef(name, handle)
+        self._actors.append(ref)
+        return ref
+
+    async def shutdown(self) -> None:
+        ray = self._ray
+        for ref in reversed(self._actors):
+            try:
+                await ref.call("close")
+            except Exception as exc:  # an actor already gone is fine at shutdown
+                log.debug("closing actor %s: %s", ref.name, exc)
+            try:
+                ray.kill(ref.handle, no_restart=True)
+            except Exception as exc:  # Ray already shut down by the test process
+                log.debug("killing actor %s: %s", ref.name, exc)
+        self._actors.clear()
+        if self._owns_ray:
+            ray.shutdown()
+
+
+def make_runtime(kind: str, namespace: str, address: str = "",
+                 include_dashboard: bool = False) -> Runtime:
+    if kind == "inprocess":
+        return InProcessRuntime()
+    if kind == "ray":
+        return RayRuntime(namespace, address=address, include_dashboard=include_dashboard)
+    raise ValueError(f"unknown runtime {kind!r} (expected 'ray' or 'inprocess')")

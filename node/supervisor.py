@@ -1,0 +1,636 @@
+"""The supervisor: one process per node that owns its actors and does all I/O.
+
+    client ─HTTP─▶ RpcServer ─▶ admission ─▶ Mempool ⇄ VerifierPool
+                                                │ sealed batches ─▶ peers, ConsensusHost
+    peers ⇄ PeerNetwork ─▶ route ─▶ ConsensusHost / Mempool / BlockStore
+                                  ConsensusHost ─ decide ─▶ commit pipeline
+    commit pipeline: Mempool(batches) ─▶ Executor(apply + store) ─▶ waiters, events
+
+The actors (Mempool, ConsensusHost, Executor, BlockStore, VerifierWorker×K)
+are plain classes hosted by `node.runtime`: Ray actors by default, or objects
+in this process. Every path that crosses an actor boundary is batched: the
+consensus pump hands the ConsensusHost every input that arrived since its last
+call, admission hands the mempool every tx that arrived in a few ms, and the
+commit pipeline moves whole blocks.
+
+The supervisor owns its Ray actors: if it is SIGKILLed they die with it
+(Ray's owner fate-sharing) and the node restarts as a unit from its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from consensus.codec import CodecError, Limits
+from consensus.types import Proposal, Vote
+from crypto import address, load_private_key
+from node.actors.blockstore import BlockStore
+from node.actors.consensus_host import ConsensusHost
+from node.actors.executor import Executor
+from node.actors.mempool import Mempool, MempoolLimits
+from node.actors.verifier_pool import VerifierPool, VerifierWorker
+from node.apps import CODE_NAMES, MemoryState, make_app
+from node.config import NodeConfig, load_config, parse_host_port
+from node.genesis import Genesis, load_genesis
+from node.metrics import NodeMetrics
+from node.p2p import NetworkConfig, PeerAddress, PeerNetwork
+from node.rpc import RpcServer
+from node.runtime import Runtime, make_runtime
+from node.wire import (
+    PEER_MESSAGES,
+    BatchGossip,
+    BatchRequest,
+    BlockSyncRequest,
+    BlockSyncResponse,
+)
+
+log = logging.getLogger("bftnode")
+
+SYNC_BATCH = 16
+_ADMISSION_MAX = 4096          # txs per admission call
+_ADMISSION_WAIT_S = 0.002      # how long admission waits to fill a call
+_EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
+
+
+@dataclass
+class _Waiter:
+    future: asyncio.Future
+    submitted: float
+
+
+class NodeHalted(Exception):
+    """The node stopped itself to stay safe (app hash mismatch, store error)."""
+
+
+class Node:
+    """One validator (or observer) node; `await start()`, then `await stop()`."""
+
+    def __init__(self, cfg: NodeConfig, genesis: Genesis) -> None:
+        self.cfg = cfg
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.key = load_private_key(cfg.node_key_path)
+        self.node_id = address(self.key.public_key)
+        self.metrics = NodeMetrics()
+        self.runtime: Runtime | None = None
+        self.network: PeerNetwork | None = None
+        self.rpc: RpcServer | None = None
+        self.height = 0
+        self.block_hash = b""
+        self.app_hash = b""
+        self.halted: str | None = None
+        self.stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._cons_inputs: list[list] = []
+        self._cons_wake = asyncio.Event()
+        self._timers: dict[tuple[int, int, int], asyncio.TimerHandle] = {}
+        self._admission: deque[tuple[bytes, asyncio.Future]] = deque()
+        self._admission_wake = asyncio.Event()
+        self._remote_batches: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(maxsize=256)
+        self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+        self._waiters: dict[bytes, list[_Waiter]] = {}
+        self._admitted_at: dict[bytes, float] = {}
+        self._subscribers: set[asyncio.Queue] = set()
+        self._fetching: dict[bytes, float] = {}
+        self._sync_requested_at = 0.0
+        self._last_commit_time: float | None = None
+        self._catching_up = False
+        self._network_height = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg, genesis = self.cfg, self.genesis
+        data_dir = str(cfg.data_dir)
+        map_size = cfg.storage.map_size_mb * 1024 * 1024
+        self.runtime = rt = make_runtime(
+            cfg.node.runtime, cfg.ray.namespace_for(self.node_id), address=cfg.ray.address,
+            include_dashboard=cfg.ray.include_dashboard)
+        validators = [(v.public_key_bytes, v.power) for v in genesis.validators]
+        genesis_app_hash = make_app(genesis.app, MemoryState(),
+                                    genesis=genesis.allocations).genesis_app_hash()
+        ns = self.node_id[:8]
+        workers = [rt.spawn(f"verifier-{ns}-{i}", VerifierWorker,
+                            resources=cfg.ray.verifier_resources or None)
+                   for i in range(cfg.ray.verifier_actors)]
+        self.verifier = VerifierPool(workers)
+        m = cfg.mempool
+        self.mempool = rt.spawn(
+            f"mempool-{ns}", Mempool, self.chain_id, genesis.app,
+            MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
+                          batch_max_txs=m.batch_max_txs, batch_max_bytes=m.batch_max_bytes,
+                          max_batch_bytes=cfg.p2p.max_frame_bytes),
+            resources=cfg.ray.mempool_resources or None)
+        self.executor = rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
+                                 genesis.app, dict(genesis.allocations), map_size,
+                                 m.max_tx_bytes)
+        self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)
+        c = cfg.consensus
+        timeouts = dict(timeout_propose_ms=c.timeout_propose_ms,
+                        timeout_prevote_ms=c.timeout_prevote_ms,
+                        timeout_precommit_ms=c.timeout_precommit_ms,
+                        delta_ms=c.timeout_delta_ms)
+        self.consensus = rt.spawn(
+            f"consensus-{ns}", ConsensusHost, data_dir, str(cfg.node_key_path), self.chain_id,
+            validators, timeouts, c.max_block_batches, map_size, genesis_app_hash,
+            c.block_interval_ms, getattr(c, "empty_block_interval_ms", 500))
+        self.height, self.block_hash, self.app_hash = await self.blockstore.call("latest")
+        if not self.app_hash:
+            self.app_hash = genesis_app_hash
+        self.metrics.height.set(self.height)
+        log.info("node %s starting at height %d (runtime %s, verifier %s)", self.node_id,
+                 self.height, rt.kind, await workers[0].call("backend"))
+
+        host, port = parse_host_port(cfg.p2p.listen)
+        peers = [PeerAddress(p.public_key, p.host, p.port) for p in cfg.peer_addresses()]
+        allowed = {v.public_key_bytes for v in genesis.validators} | {p.public_key for p in peers}
+        self.network = PeerNetwork(
+            self.key,
+            NetworkConfig(chain_id=self.chain_id, host=host, port=port,
+                          max_frame_bytes=cfg.p2p.max_frame_bytes,
+                          handshake_timeout=cfg.p2p.handshake_timeout_s,
+                          send_queue_messages=cfg.p2p.send_queue_len,
+                          send_queue_bytes=max(64 * 1024 * 1024, 2 * cfg.p2p.max_frame_bytes),
+                          backoff_max=cfg.p2p.reconnect_max_s,
+                          max_pending_handshakes=cfg.p2p.max_connections),
+            peers=peers, allowed=allowed.__contains__, on_message=self._on_peer_message)
+        await self.network.start()
+        rhost, rport = parse_host_port(cfg.rpc.listen)
+        self.rpc = RpcServer(self, rhost, rport, cfg.rpc.max_body_bytes,
+                             cfg.rpc.max_connections, cfg.rpc.wait_timeout_s)
+        await self.rpc.start()
+        for coro, name in ((self._consensus_pump(), "consensus"),
+                           (self._commit_pipeline(), "commit"),
+                           (self._admission_loop(), "admission"),
+                           (self._seal_loop(), "seal"),
+                           (self._remote_batch_loop(), "remote-batches"),
+                           (self._housekeeping(), "housekeeping")):
+            self._tasks.append(asyncio.create_task(self._guard(coro, name), name=name))
+        await self._handle_outputs(await self.consensus.call("start"))
+        log.info("node %s up: p2p %s, rpc %s", self.node_id, cfg.p2p.listen, cfg.rpc.listen)
+
+    async def _guard(self, coro: Any, name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except NodeHalted as exc:
+            self.halt(str(exc))
+        except Exception as exc:
+            log.exception("task %s failed", name)
+            self.halt(f"internal error in {name}: {type(exc).__name__}: {exc}")
+
+    def halt(self, reason: str) -> None:
+        if self.halted is None:
+            self.halted = reason
+            log.critical("HALTING: %s", reason)
+        self.stopped.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for h in self._timers.values():
+            h.cancel()
+        if self.rpc is not None:
+            await self.rpc.stop()
+        if self.network is not None:
+            await self.network.close()
+        if self.runtime is not None:
+            await self.runtime.shutdown()
+
+    # --- consensus ---------------------------------------------------------------------
+
+    def _to_consensus(self, record: list) -> None:
+        self._cons_inputs.append(record)
+        self._cons_wake.set()
+
+    async def _consensus_pump(self) -> None:
+        while True:
+            await self._cons_wake.wait()
+            self._cons_wake.clear()
+            inputs, self._cons_inputs = self._cons_inputs, []
+            if inputs:
+                await self._handle_outputs(await self.consensus.call(
+                    "handle", msgpack.packb(inputs)))
+
+    async def _handle_outputs(self, packed: bytes) -> None:
+        assert self.network is not None
+        loop = asyncio.get_running_loop()
+        for out in msgpack.unpackb(packed, raw=False):
+            kind = out[0]
+            if kind == "broadcast":
+                self.network.broadcast(out[1])
+            elif kind == "timeout":
+                _, h, r, step, delay_ms = out
+                key = (h, r, step)
+                old = self._timers.pop(key, None)
+                if old is not None:
+                    old.cancel()
+                self._timers[key] = loop.call_later(delay_ms / 1000.0, self._fire_timer, key)
+            elif kind == "wake":
+                loop.call_later(out[1] / 1000.0, self._to_consensus, ["ready"])
+            elif kind == "decide":
+                self._decided.put_nowait((out[1], out[2]))
+            elif kind == "fetch":
+                missing = [d for d in out[1] if d not in self._fetching]
+                now = time.monotonic()
+                for d in missing:
+                    self._fetching[d] = now
+                if missing:
+                    request = BatchRequest(tuple(missing)).encode()
+                    if not self.network.send(out[2], request):
+                        self.network.broadcast(request)
+            elif kind == "sync":
+                self._network_height = max(self._network_height, out[1])
+                self._request_sync(out[2])
+            elif kind == "evidence":
+                self.metrics.evidence.inc()
+                log.warning("duplicate-vote evidence detected (%d bytes)", len(out[1]))
+
+    def _fire_timer(self, key: tuple[int, int, int]) -> None:
+        self._timers.pop(key, None)
+        # Timers of heights already passed are useless: drop them.
+        for k in [k for k in self._timers if k[0] < key[0]]:
+            self._timers.pop(k).cancel()
+        self._to_consensus(["timeout", *key])
+
+    def _request_sync(self, peer: bytes | None) -> None:
+        now = time.monotonic()
+        if now - self._sync_requested_at < 0.5:
+            return
+        self._sync_requested_at = now
+        self._catching_up = True
+        req = BlockSyncRequest(self.height + 1, SYNC_BATCH).encode()
+        assert self.network is not None
+        if peer is None or not self.network.send(peer, req):
+            self.network.broadcast(req)
+
+    # --- peers -----------------------------------------------------------------------
+
+    async def _on_peer_message(self, peer: bytes, payload: bytes) -> None:
+        try:
+            msg = PEER_MESSAGES.decode(payload, Limits(max_bytes=self.cfg.p2p.max_frame_bytes))
+        except CodecError as exc:
+            self.metrics.messages_rejected.labels("malformed").inc()
+            log.debug("malformed message from %s: %s", address(peer), exc)
+            return
+        if isinstance(msg, (Proposal, Vote)):
+            self._to_consensus(["msg", payload])
+        elif isinstance(msg, BatchGossip):
+            try:
+                self._remote_batches.put_nowait((peer, msg.encoded))
+            except asyncio.QueueFull:
+                self.metrics.messages_rejected.labels("batch_queue_full").inc()
+        elif isinstance(msg, BatchRequest):
+            found = msgpack.unpackb(await self.mempool.call("get_batches", list(msg.digests)),
+                                    raw=False)
+            for item in found:
+                if item is not None:
+                    self.network.send(peer, BatchGossip(item[0]).encode())
+        elif isinstance(msg, BlockSyncRequest):
+            blocks = msgpack.unpackb(await self.blockstore.call(
+                "sync_blocks", msg.height, msg.count), raw=False)
+            if blocks:
+                self.network.send(peer, BlockSyncResponse(
+                    tuple((b, c, tuple(bs)) for b, c, bs in blocks)).encode())
+        elif isinstance(msg, BlockSyncResponse):
+            await self._on_sync_response(peer, msg)
+        else:
+            self.metrics.messages_rejected.labels("unexpected_type").inc()
+
+    async def _on_sync_response(self, peer: bytes, msg: BlockSyncResponse) -> None:
+        fed = 0
+        for block, cert, batches in msg.blocks:
+            for encoded in batches:
+                await self._admit_remote_batch(encoded)
+            self._to_consensus(["certified", block, cert])
+            fed += 1
+        self.metrics.sync_blocks.inc(fed)
+        if fed == SYNC_BATCH:
+            self._sync_requested_at = 0.0
+            self._request_sync(peer)
+
+    async def _remote_batch_loop(self) -> None:
+        while True:
+            _peer, encoded = await self._remote_batches.get()
+            await self._admit_remote_batch(encoded)
+
+    async def _admit_remote_batch(self, encoded: bytes) -> None:
+        ticket, digest, (pks, msgs, sigs), reason = msgpack.unpackb(
+            await self.mempool.call("prepare_batch", encoded), raw=False)
+        if reason is not None:
+            self.metrics.messages_rejected.labels("bad_batch").inc()
+            log.info("refused a peer batch: %s", reason)
+            return
+        if ticket is not None:
+            verdicts = await self.verifier.verify(pks, msgs, sigs)
+            self.metrics.signatures_verified.inc(len(verdicts))
+            digest = await self.mempool.call("admit_batch", ticket, bytes(verdicts))
+        self._fetching.pop(digest, None)
+        self._to_consensus(["batches", [digest]])
+
+    # --- admission and batching --------------------------------------------------------
+
+    async def submit_tx(self, body: bytes) -> tuple[str | None, str | None, int]:
+        """Admit one encoded tx: (hash hex, None, 202) or (None, reason, status)."""
+        if self.halted:
+            return None, f"node halted: {self.halted}", 503
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._admission.append((body, fut))
+        self._admission_wake.set()
+        return await fut
+
+    async def _admission_loop(self) -> None:
+        while True:
+            await self._admission_wake.wait()
+            self._admission_wake.clear()
+            await asyncio.sleep(_ADMISSION_WAIT_S)
+            while self._admission:
+                take = [self._admission.popleft()
+                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
+                await self._admit([b for b, _ in take], [f for _, f in take])
+
+    async def _admit(self, bodies: list[bytes], futures: list[asyncio.Future]) -> None:
+        ticket, (pks, msgs, sigs), rejected = msgpack.unpackb(
+            await self.mempool.call("prepare", msgpack.packb(bodies)), raw=False)
+        refused = {}
+        for i, h, reason in rejected:
+            refused[i] = (h, reason)
+            label = reason.split(":")[0].split(" ")[0] if reason else "unknown"
+            self.metrics.txs_rejected.labels(label).inc()
+        verdicts = await self.verifier.verify(pks, msgs, sigs)
+        self.metrics.signatures_verified.inc(len(verdicts))
+        results, full = msgpack.unpackb(await self.mempool.call(
+            "admit", ticket, bytes(verdicts)), raw=False)
+        now = time.monotonic()
+        it = iter(results)
+        for i, fut in enumerate(futures):
+            if fut.done():
+                continue
+            if i in refused:
+                _h, reason = refused[i]
+                status = 503 if reason.startswith("mempool full") else 400
+                fut.set_result((None, reason, status))
+                continue
+            h, reason = next(it)
+            if reason is None:
+                self._admitted_at[h] = now
+                self.metrics.txs_admitted.inc()
+                fut.set_result((h.hex(), None, 202))
+            else:
+                self.metrics.txs_rejected.labels(reason.split(" ")[0]).inc()
+                fut.set_result((None, reason, 400))
+        if full:
+            await self._seal(force=False)
+
+    async def _seal_loop(self) -> None:
+        interval = self.cfg.mempool.batch_timeout_ms / 1000.0
+        while True:
+            await asyncio.sleep(interval)
+            await self._seal(force=True)
+
+    async def _seal(self, force: bool) -> None:
+        sealed = msgpack.unpackb(await self.mempool.call("seal", force), raw=False)
+        if not sealed:
+            return
+        assert self.network is not None
+        for _digest, encoded in sealed:
+            self.network.broadcast(BatchGossip(encoded).encode())
+        self._to_consensus(["batches", [d for d, _ in sealed]])
+
+    # --- commit ------------------------------------------------------------------------
+
+    async def _commit_pipeline(self) -> None:
+        while True:
+            block_bytes, cert_bytes = await self._decided.get()
+            await self._commit(block_bytes, cert_bytes)
+
+    async def _commit(self, block_bytes: bytes, cert_bytes: bytes) -> None:
+        from node.wire import decode_block
+
+        block = decode_block(block_bytes)
+        digests = list(block.payload)
+        batches = await self._collect_batches(block.header.proposer, digests)
+        try:
+            result = await self.executor.call(
+                "execute", msgpack.packb([block_bytes, cert_bytes, batches]))
+        except Exception as exc:
+            raise NodeHalted(f"executing block {block.header.height}: {exc}") from exc
+        height, app_hash, hashes, codes, nonces = msgpack.unpackb(result, raw=False)
+        pending = await self.mempool.call("committed", msgpack.packb([digests, hashes, nonces]))
+        self._to_consensus(["executed", height, app_hash])
+        now = time.monotonic()
+        if self._last_commit_time is not None:
+            self.metrics.block_interval.observe(now - self._last_commit_time)
+        self._last_commit_time = now
+        self.height, self.block_hash, self.app_hash = height, block.hash(), app_hash
+        if height >= self._network_height:
+            self._catching_up = False
+        m = self.metrics
+        m.height.set(height)
+        m.block_txs.observe(len(hashes))
+        m.txs_committed.inc(len(hashes))
+        m.mempool_txs.set(pending)
+        for index, (h, code) in enumerate(zip(hashes, codes, strict=True)):
+            t0 = self._admitted_at.pop(h, None)
+            if t0 is not None:
+                m.finality.observe(now - t0)
+            waiters = self._waiters.pop(h, None)
+            if waiters:
+                result = {"hash": h.hex(), "height": height, "index": index, "code": code}
+                for w in waiters:
+                    if not w.future.done():
+                        w.future.set_result(result)
+        event = {"type": "block", "height": height, "block_hash": block.hash().hex(),
+                 "app_hash": app_hash.hex(), "tx_hashes": [h.hex() for h in hashes],
+                 "time_ms": block.header.time_ms}
+        for q in list(self._subscribers):
+            if q.full():
+                q.get_nowait()  # a slow subscriber loses its oldest event, not the node
+            q.put_nowait(event)
+
+    async def _collect_batches(self, proposer: bytes, digests: list[bytes]) -> list:
+        """The block's batches with verdicts, fetching missing ones from peers."""
+        assert self.network is not None
+        delay = 0.05
+        while True:
+            got = msgpack.unpackb(await self.mempool.call("get_batches", digests), raw=False)
+            missing = [d for d, b in zip(digests, got, strict=True) if b is None]
+            if not missing:
+                return got
+            request = BatchRequest(tuple(missing[:256])).encode()
+            if not self.network.send(proposer, request):
+                self.network.broadcast(request)
+            else:
+                self.network.broadcast(request)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # --- queries (RPC) -----------------------------------------------------------------
+
+    async def wait_committed(self, tx_hash: str, timeout: float) -> dict | None:
+        h = bytes.fromhex(tx_hash)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(h, []).append(_Waiter(fut, time.monotonic()))
+        rec = await self.blockstore.call("tx", h)
+        if rec is not None and not fut.done():
+            fut.set_result({"hash": tx_hash, "height": rec[0], "index": rec[1], "code": rec[2]})
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            waiters = self._waiters.get(h)
+            if waiters is not None:
+                self._waiters[h] = [w for w in waiters if w.future is not fut]
+                if not self._waiters[h]:
+                    del self._waiters[h]
+
+    async def tx_status(self, tx_hash: str) -> dict:
+        h = bytes.fromhex(tx_hash)
+        rec = await self.blockstore.call("tx", h)
+        if rec is not None:
+            return {"hash": tx_hash, "status": "committed", "height": rec[0], "index": rec[1],
+                    "code": rec[2], "code_name": CODE_NAMES.get(rec[2], "unknown")}
+        if await self.mempool.call("contains", h):
+            return {"hash": tx_hash, "status": "pending", "height": None, "index": None,
+                    "code": None}
+        return {"hash": tx_hash, "status": "unknown", "height": None, "index": None,
+                "code": None}
+
+    async def status(self) -> dict:
+        assert self.network is not None
+        return {
+            "chain_id": self.chain_id,
+            "node_id": self.node_id,
+            "public_key": self.key.public_key.hex(),
+            "moniker": self.cfg.node.moniker,
+            "height": self.height,
+            "block_hash": self.block_hash.hex(),
+            "app_hash": self.app_hash.hex(),
+            "validators": [{"address": address(v.public_key_bytes),
+                            "public_key": v.public_key, "power": v.power, "name": v.name}
+                           for v in self.genesis.validators],
+            "peers": [address(pk) for pk in self.network.connected_peers()],
+            "catching_up": self._catching_up,
+            "isolated": self.network.isolated,
+            "halted": self.halted,
+            "runtime": self.runtime.kind if self.runtime else None,
+        }
+
+    async def block_json(self, height: int | None) -> dict | None:
+        return await self.blockstore.call("block_json", height)
+
+    async def finality_receipt(self, tx_hash: str) -> dict | None:
+        receipt = await self.blockstore.call("receipt", bytes.fromhex(tx_hash))
+        if receipt is not None:
+            receipt["chain_id"] = self.chain_id
+            receipt["validators"] = [{"public_key": v.public_key, "power": v.power}
+                                     for v in self.genesis.validators]
+        return receipt
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=_EVENT_QUEUE)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self._subscribers.discard(q)
+
+    async def refresh_metrics(self) -> None:
+        assert self.network is not None
+        self.metrics.peers.set(len(self.network.connected_peers()))
+        for reason, n in self.network.rejections().items():
+            counter = self.metrics.p2p_rejected.labels(reason)
+            counter.inc(max(0, n - counter._value.get()))
+        if self.verifier.seconds > 0:
+            self.metrics.verify_rate.set(self.verifier.verified / self.verifier.seconds)
+        h, r, _step, _host_rejected, _engine_rejected = await self.consensus.call("status")
+        self.metrics.round.set(r)
+
+    async def _housekeeping(self) -> None:
+        """Periodic: forget stale fetches, and ask for blocks when we seem stuck."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for d in [d for d, t in self._fetching.items() if now - t > 5.0]:
+                del self._fetching[d]
+            cutoff = now - 600
+            if len(self._admitted_at) > 100_000:
+                for h in [h for h, t in self._admitted_at.items() if t < cutoff]:
+                    del self._admitted_at[h]
+            stalled = self._last_commit_time is None or now - self._last_commit_time > 3.0
+            if stalled and self.network is not None and self.network.connected_peers():
+                self._request_sync(None)
+
+    # --- tester hooks ------------------------------------------------------------------
+
+    def isolate(self) -> None:
+        assert self.network is not None
+        log.warning("isolating: cutting every peer link")
+        self.network.isolate()
+
+    def heal(self) -> None:
+        assert self.network is not None
+        log.warning("healing: restoring peer links")
+        self.network.heal()
+
+
+def _setup_logging(cfg: NodeConfig) -> None:
+    logging.basicConfig(
+        level=getattr(logging, cfg.node.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _run(cfg: NodeConfig, genesis: Genesis) -> int:
+    node = Node(cfg, genesis)
+    loop = asyncio.get_running_loop()
+    stop_reason: list[str] = []
+
+    def request_stop(name: str) -> None:
+        stop_reason.append(name)
+        node.stopped.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_stop, sig.name)
+    loop.add_signal_handler(signal.SIGUSR1, node.isolate)
+    loop.add_signal_handler(signal.SIGUSR2, node.heal)
+    try:
+        await node.start()
+    except Exception:
+        log.exception("node failed to start")
+        await node.stop()
+        return 1
+    await node.stopped.wait()
+    log.info("stopping (%s)", stop_reason[0] if stop_reason else node.halted)
+    await node.stop()
+    if node.halted:
+        print(f"bftnode: error: node halted: {node.halted}", file=__import__("sys").stderr)
+        return 1
+    return 0
+
+
+def run_node(home: str) -> int:
+    """Run the node in `home` until SIGINT/SIGTERM; the process exit code."""
+    cfg = load_config(home)
+    genesis = load_genesis(cfg.genesis_path)
+    genesis.check_config(cfg)
+    _setup_logging(cfg)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without
+        log.warning("uvloop not available; using the default asyncio loop")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    return asyncio.run(_run(cfg, genesis))
