@@ -17,6 +17,10 @@ Departures from the paper's pseudo-code, all for a real network:
   being past propose by then) only re-broadcasts. So a round whose messages were all
   lost is retried for as long as it lasts, and 2f+1 prevotes are never waited for in
   silence.
+- In place of the paper's gossip assumption (what one correct process received, all
+  eventually receive), the engine relays the one set of other validators' messages that
+  liveness needs: the prevotes proving its valid value's polka, sent with a
+  re-proposal of that value and on each timeout.
 - A value is known by its block hash; a proposal of any round of this height makes the
   block known, which is all line 49 needs.
 - ``valid(v)`` is the host's `BlockSource.check_block` after structural checks
@@ -27,8 +31,10 @@ Departures from the paper's pseudo-code, all for a real network:
   when the height starts; messages from a validator that is ahead trigger `SyncNeeded`
   (see `on_timeout`), and `on_certified_block` decides a block proven by its
   commit certificate.
-- The first vote of a validator per (round, kind) is the one counted; a validly
-  signed different second vote yields `EvidenceFound` and is not counted.
+- A validator counts once per (round, kind) toward "2f+1 of any value"; a validly
+  signed second vote for a different value yields `EvidenceFound` and counts only toward
+  that value, and only if it is nil or a block proposed at this height (see
+  `_receive_vote` for why counting it is safe and needed).
 - For memory safety against byzantine validators, each validator may occupy at most
   `EngineConfig.max_future_rounds` rounds above ours at a time; more are ignored until
   we move up (its timeouts re-broadcast them later).
@@ -197,14 +203,20 @@ VerifyOne = Callable[[bytes, bytes, bytes], bool]
 
 
 class _VoteSet:
-    """Votes of one kind in one round of the current height: one per validator."""
+    """Votes of one kind in one round of the current height.
 
-    __slots__ = ("votes", "power", "total")
+    A validator counts once toward `total` (the "2f+1 of any value" rules) and, per
+    value, toward `power[value]` for every value it signed that a rule can act on (see
+    `Engine._receive_vote`).
+    """
+
+    __slots__ = ("first", "by_value", "power", "total")
 
     def __init__(self) -> None:
-        self.votes: dict[int, Vote] = {}            # validator index -> its counted vote
-        self.power: dict[bytes | None, int] = {}   # block hash (None = nil) -> power
-        self.total = 0                              # power of all votes, any value
+        self.first: dict[int, Vote] = {}                         # validator -> first vote
+        self.by_value: dict[bytes | None, dict[int, Vote]] = {}  # value -> validator -> vote
+        self.power: dict[bytes | None, int] = {}                # value (None = nil) -> power
+        self.total = 0                                           # power of distinct voters
 
 
 # --- the engine ------------------------------------------------------------------------------
@@ -340,10 +352,9 @@ class Engine:
         out = self._out = []
         if height != self._height or not self._started:
             return out
-        pending = self._timers.get(round, 0)
-        if pending:
-            self._timers[round] = pending - 1
         if round == self._round:
+            if self._round_timers:
+                self._round_timers -= 1
             self._rebroadcast()
             if step == PROPOSE_STEP:
                 if self._step == PROPOSE_STEP:  # OnTimeoutPropose, line 57
@@ -356,7 +367,7 @@ class Engine:
         self._retry_missing()
         self._ask_sync()
         self._advance()
-        if self._timers.get(self._round, 0) == 0:
+        if self._round_timers == 0:
             # Keep one timer per round alive: it re-broadcasts (see module docstring).
             self._schedule(PROPOSE_STEP)
         return out
@@ -444,45 +455,56 @@ class Engine:
             return
         votes = self._prevotes if vote.kind == PREVOTE else self._precommits
         r = vote.round
+        bh = vote.block_hash
         vs = votes.get(r)
+        first = None
         if vs is not None:
-            first = vs.votes.get(idx)
-            if first is not None:
-                if first.block_hash == vote.block_hash:
-                    self.ignored["duplicate"] += 1
-                    return
-                if not verified and not self._verify(vote.validator, vote.sign_bytes(self.chain_id),
-                                                     vote.signature):
-                    self.rejected["bad_signature"] += 1
-                    return
-                self.ignored["equivocation"] += 1
-                evidence = self.evidence.report(first, vote)
-                if evidence is not None:
-                    self._out.append(EvidenceFound(evidence))
+            same = vs.by_value.get(bh)
+            if same is not None and idx in same:
+                self.ignored["duplicate"] += 1
                 return
-        if r > self._round and not self._admit_round(idx, r):
+            first = vs.first.get(idx)
+        if first is None and r > self._round and not self._admit_round(idx, r):
             return
         if not verified and not self._verify(vote.validator, vote.sign_bytes(self.chain_id),
                                              vote.signature):
             self.rejected["bad_signature"] += 1
             return
-        if vs is None:
+        if first is not None:
+            # Equivocation. Report it, and still count the vote for its value if a rule
+            # can act on that value (nil, or a block proposed at this height). Counting
+            # it is safe: two quorums for different values would still need a correct
+            # validator in both. It is needed for liveness: an equivocator could
+            # otherwise show one correct validator a different vote than the others
+            # saw, and that validator would never see their polka.
+            evidence = self.evidence.report(first, vote)
+            if evidence is not None:
+                self._out.append(EvidenceFound(evidence))
+            if bh is not None and bh not in self._blocks:
+                self.ignored["equivocation"] += 1
+                return
+        elif vs is None:
             vs = votes[r] = _VoteSet()
-        self._add_vote(vs, idx, vote)
+        self._add_vote(vs, idx, vote, first is None)
 
-    def _add_vote(self, vs: _VoteSet, idx: int, vote: Vote) -> None:
+    def _add_vote(self, vs: _VoteSet, idx: int, vote: Vote, first: bool) -> None:
         power = self._powers[idx]
-        vs.votes[idx] = vote
         bh = vote.block_hash
+        same = vs.by_value.get(bh)
+        if same is None:
+            same = vs.by_value[bh] = {}
+        same[idx] = vote
         value_power = vs.power.get(bh, 0) + power
         vs.power[bh] = value_power
-        vs.total += power
         r = vote.round
         if (vote.kind == PRECOMMIT and bh is not None
                 and value_power >= self._quorum > value_power - power):
             self._commit_candidates.append((r, bh))  # line 49 may now hold
-        if r > self._round:
-            self._count_sender(idx, r)
+        if first:
+            vs.first[idx] = vote
+            vs.total += power
+            if r > self._round:
+                self._count_sender(idx, r)
 
     def _receive_proposal(self, proposal: Proposal, verified: bool) -> None:
         if not verified:
@@ -662,9 +684,8 @@ class Engine:
         return False
 
     def _certificate(self, r: int, bh: bytes) -> CommitCertificate:
-        votes = self._precommits[r].votes
-        sigs = tuple((v.validator, v.signature)
-                     for _, v in sorted(votes.items()) if v.block_hash == bh)
+        votes = self._precommits[r].by_value[bh]
+        sigs = tuple((v.validator, v.signature) for _, v in sorted(votes.items()))
         return CommitCertificate(self._height, r, bh, sigs)
 
     def _commit(self, block: Block, certificate: CommitCertificate) -> None:
@@ -723,6 +744,7 @@ class Engine:
         self._own_proposal: Proposal | None = None
         self._own_prevote: Vote | None = None
         self._own_precommit: Vote | None = None
+        self._round_timers = 0
         for r in [r for r in self._round_senders if r <= round]:
             del self._round_senders[r]
             del self._round_power[r]
@@ -760,6 +782,8 @@ class Engine:
         self._blocks.setdefault(bh, block)
         self._checks.setdefault(bh, BlockCheck.VALID)  # we built it from the host's content
         self._out.append(Broadcast(proposal))
+        if pol_round >= 0:
+            self._out.extend(Broadcast(v) for v in self._pol_votes())
 
     def _cast(self, kind: VoteKind, block_hash: bytes | None) -> None:
         """Move to the vote's step and, as a validator, sign, count and broadcast the vote."""
@@ -782,19 +806,38 @@ class Engine:
         vs = votes.get(self._round)
         if vs is None:
             vs = votes[self._round] = _VoteSet()
-        if self._me not in vs.votes:
-            self._add_vote(vs, self._me, vote)
+        if self._me not in vs.first:
+            self._add_vote(vs, self._me, vote, True)
         self._out.append(Broadcast(vote))
 
     def _schedule(self, step: Step) -> None:
         r = self._round
-        self._timers[r] = self._timers.get(r, 0) + 1
+        self._round_timers += 1
         self._out.append(ScheduleTimeout(self._height, r, step, self.config.timeout_ms(step, r)))
 
     def _rebroadcast(self) -> None:
+        """Re-send our messages of this round, and relay the polka of our valid value."""
         for msg in (self._own_proposal, self._own_prevote, self._own_precommit):
             if msg is not None:
                 self._out.append(Broadcast(msg))
+        for vote in self._pol_votes():
+            if vote is not self._own_prevote:
+                self._out.append(Broadcast(vote))
+
+    def _pol_votes(self) -> list[Vote]:
+        """The 2f+1 prevotes for validValue in validRound (its proof of lock), as received.
+
+        The paper assumes that messages a correct process received reach every correct
+        process (gossip). Relaying just these is what that buys here: a validator that
+        missed them, or was shown another vote by an equivocator, can then accept a
+        re-proposal of the valid value (line 28) instead of staying on a lock forever.
+        """
+        if self._valid_block is None:
+            return []
+        vs = self._prevotes.get(self._valid_round)
+        if vs is None:
+            return []
+        return list(vs.by_value.get(self._valid_block.hash(), {}).values())
 
     def _ask_sync(self) -> None:
         """On a timeout at our height, ask one validator seen ahead of us for blocks.
@@ -835,7 +878,7 @@ class Engine:
         self._skip_to = 0
         self._future_rounds: dict[int, set[int]] = {}
         self._commit_candidates: list[tuple[int, bytes]] = []
-        self._timers: dict[int, int] = {}
+        self._round_timers = 0  # timeouts of the current round not fired yet
         self._sync_asked: set[int] = set()
         self._polka_seen = False
         self._prevote_timer = False

@@ -32,7 +32,7 @@ from consensus import (
     Vote,
     VoteKind,
 )
-from crypto import PrivateKey
+from crypto import PrivateKey, verify_one
 
 CHAIN = "test-chain"
 
@@ -107,6 +107,7 @@ class Net:
         self.log: list[list[Output]] = [[] for _ in self.keys]
         self.down: set[int] = set()
         self.drop: Callable[[int, int, Proposal | Vote], bool] | None = None
+        self.auto_sync = True
 
     def new_engine(self, i: int, height: int = 1, prev: bytes = bytes(32)) -> Engine:
         signer = SafetyRules(self.keys[i], self.stores[i], CHAIN)
@@ -129,8 +130,20 @@ class Net:
                                              o.round, o.step))
             elif isinstance(o, Decide):
                 self.decided[i].append(o.block)
+            elif isinstance(o, SyncNeeded) and self.auto_sync:
+                self.sync(i, o)
             elif isinstance(o, (FetchPayload, SyncNeeded, EvidenceFound)):
                 pass
+
+    def sync(self, i: int, need: SyncNeeded) -> None:
+        """Serve a SyncNeeded at once from the named validator's kept decisions."""
+        source = self.engines[self.vset.index_of(need.from_validator)]
+        me = self.engines[i]
+        while me.height < need.height:
+            got = source.decided(me.height)
+            if got is None:
+                return
+            self.handle(i, me.on_certified_block(*got))
 
     def start(self, nodes: list[int] | None = None) -> None:
         for i in nodes if nodes is not None else range(len(self.engines)):
@@ -186,7 +199,8 @@ class Solo:
     """One engine under test (validator `me`); the test plays the others with their keys."""
 
     def __init__(self, me: int = 0, n: int = 4, height: int = 1, prev: bytes = bytes(32),
-                 powers: list[int] | None = None, config: EngineConfig | None = None) -> None:
+                 powers: list[int] | None = None, config: EngineConfig | None = None,
+                 verify: Callable[[bytes, bytes, bytes], bool] = verify_one) -> None:
         self.keys = make_keys(n)
         self.pks = [k.public_key for k in self.keys]
         self.vset = make_vset(self.keys, powers)
@@ -195,7 +209,8 @@ class Solo:
         self.source = FakeSource("solo")
         self.config = config or EngineConfig()
         self.engine = Engine(CHAIN, self.vset, SafetyRules(self.keys[me], self.store, CHAIN),
-                             self.source, self.config, height=height, prev_block_hash=prev)
+                             self.source, self.config, height=height, prev_block_hash=prev,
+                             verify=verify)
         self.log: list[Output] = []
 
     def _keep(self, outs: list[Output]) -> list[Output]:

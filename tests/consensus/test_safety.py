@@ -17,6 +17,7 @@ from consensus import (
     Vote,
     VoteKind,
 )
+from consensus.codec import unpack
 from crypto import verify_one
 
 KEY = make_keys(1)[0]
@@ -111,10 +112,7 @@ def test_state_survives_an_encoded_store():
     """The node persists SafetyState as msgpack; a decoded state guards the same way."""
     store = MemorySafetyStore()
     SafetyRules(KEY, store, CHAIN).sign_vote(vote(VoteKind.PREVOTE, 2, 0, B1))
-    raw = store.state.encode()
-    from consensus.codec import unpack
-
-    fields = unpack(raw)
+    fields = unpack(store.state.encode())
     restored = SafetyState.from_fields(fields[1:])
     restored.validate()
     rules = SafetyRules(KEY, MemorySafetyStore(restored), CHAIN)
