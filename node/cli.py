@@ -253,8 +253,8 @@ def cmd_localnet_status(args: argparse.Namespace) -> int:
 
     table = Table(title=f"localnet {net.chain_id} in {net.dir}")
     for column in ("node", "state", "pid", "rpc", "p2p", "height", "app hash", "peers"):
-        table.add_column(column, justify="right" if column in ("node", "pid", "height",
-                                                               "peers") else "left")
+        table.add_column(column, no_wrap=True, justify="right" if column in (
+            "node", "pid", "height", "peers") else "left")
     for node, row in zip(net.nodes, rows, strict=True):
         state = localnet.state_of(node, row)
         color = {"up": "green", "paused": "yellow"}.get(state, "red")
@@ -262,10 +262,11 @@ def cmd_localnet_status(args: argparse.Namespace) -> int:
         table.add_row(
             str(row["index"]), f"[{color}]{state}[/{color}]", _show(row["pid"]), row["rpc"],
             row["p2p"], _show(row["height"]),
-            f"{app_hash[:16]}…" if isinstance(app_hash, str) and len(app_hash) > 16
+            f"{app_hash[:12]}…" if isinstance(app_hash, str) and len(app_hash) > 12
             else _show(app_hash),
             _show(row["peers"]))
-    Console().print(table)
+    # Piped output gets rich's 80 columns, too narrow for full URLs: widen it.
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
     return 0
 
 

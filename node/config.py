@@ -448,11 +448,6 @@ class NodeConfig:
             raise ConfigError(f"[p2p] listen and [rpc] listen are both {self.p2p.listen}")
 
 
-def home_paths(home: str | os.PathLike[str]) -> NodeConfig:
-    """A default config bound to `home`, for its path properties before any file exists."""
-    return NodeConfig(home=Path(home))
-
-
 # --- validation -------------------------------------------------------------------------
 
 
@@ -742,7 +737,6 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "format_host_port",
-    "home_paths",
     "load_config",
     "parse_host_port",
     "parse_peer",

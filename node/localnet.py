@@ -422,11 +422,15 @@ def up(directory: str | os.PathLike[str], validators: int, *, app: str = "kvstor
     net = generate(directory, validators, app=app, runtime=runtime, chain_id=chain_id,
                    byzantine=byzantine)
     try:
-        for node in net.nodes:
-            spawn(node, command)
-    finally:
-        net.save()
-    failed = wait_ready(net.nodes, timeout)
+        try:
+            for node in net.nodes:
+                spawn(node, command)
+        finally:
+            net.save()
+        failed = wait_ready(net.nodes, timeout)
+    except BaseException:  # Ctrl-C while starting: leave nothing running
+        down(net)
+        raise
     if failed:
         error = _not_ready(net, failed, f"localnet in {net.dir}")
         down(net)
