@@ -224,7 +224,9 @@ class Mempool:
     def admit_batch(self, ticket: int, verdicts: bytes) -> bytes:
         encoded, batch, hashes = self._prepared_batches.pop(ticket)
         digest = batch.digest()
-        if digest not in self._batches:
+        # Known by now if another copy was admitted meanwhile, or was even committed while
+        # this one was being verified: storing it again would resurrect a committed batch.
+        if digest not in self._batches and digest not in self._committed_batches:
             self._batches[digest] = StoredBatch(encoded, bytes(verdicts), hashes, False,
                                                 time.monotonic())
             self.stats["remote_batches"] += 1
