@@ -49,6 +49,7 @@ class StoredBatch:
     tx_hashes: list[bytes]
     local: bool
     created: float
+    tx_bytes: int            # sum of the encoded txs' sizes, for the byte limit
 
 
 class Mempool:
@@ -64,19 +65,21 @@ class Mempool:
         # Admitted, not yet sealed: hash -> encoded tx (insertion order = arrival order).
         self._pending: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending_bytes = 0
+        self._batch_bytes = 0                    # txs sealed or received in stored batches
         self._known: set[bytes] = set()          # pending or sealed, not committed
         self._committed: OrderedDict[bytes, None] = OrderedDict()
         self._batches: dict[bytes, StoredBatch] = {}
         self._committed_batches: OrderedDict[bytes, None] = OrderedDict()
         self._next_nonce: dict[bytes, int] = {}
         self._reserved_txs = 0                  # prepared but not yet admitted
+        self._reserved_bytes = 0
         self.stats = {"admitted": 0, "rejected": 0, "sealed_batches": 0, "remote_batches": 0}
 
     # --- admission -------------------------------------------------------------------
 
     def _size(self) -> tuple[int, int]:
         sealed_txs = sum(len(b.tx_hashes) for b in self._batches.values())
-        return len(self._pending) + sealed_txs, self._pending_bytes
+        return len(self._pending) + sealed_txs, self._pending_bytes + self._batch_bytes
 
     def prepare(self, packed_txs: bytes) -> bytes:
         """Decode and pre-check a list of encoded txs.
@@ -91,6 +94,7 @@ class Mempool:
         rejected: list[list] = []
         count, nbytes = self._size()
         count += self._reserved_txs
+        nbytes += self._reserved_bytes
         seen: set[bytes] = set()
         for i, raw in enumerate(txs):
             if type(raw) is not bytes:
@@ -129,6 +133,7 @@ class Mempool:
             keep.append((h, raw, tx))
         self._prepared[ticket] = keep
         self._reserved_txs += len(keep)
+        self._reserved_bytes += sum(len(raw) for _, raw, _ in keep)
         pks, msgs, sigs = tx_sign_items([t for _, _, t in keep])
         self.stats["rejected"] += len(rejected)
         return msgpack.packb([ticket, [pks, msgs, sigs], rejected])
@@ -141,6 +146,7 @@ class Mempool:
         """
         keep = self._prepared.pop(ticket)
         self._reserved_txs -= len(keep)
+        self._reserved_bytes -= sum(len(raw) for _, raw, _ in keep)
         if len(verdicts) != len(keep):
             raise ValueError(f"ticket {ticket}: {len(verdicts)} verdicts for {len(keep)} txs")
         results = []
@@ -189,7 +195,8 @@ class Mempool:
             encoded = batch.encode()
             digest = batch.digest()
             self._batches[digest] = StoredBatch(encoded, b"\x01" * len(txs), hashes, True,
-                                                time.monotonic())
+                                                time.monotonic(), size)
+            self._batch_bytes += size
             self.stats["sealed_batches"] += 1
             out.append([digest, encoded])
         return msgpack.packb(out)
@@ -227,8 +234,10 @@ class Mempool:
         # Known by now if another copy was admitted meanwhile, or was even committed while
         # this one was being verified: storing it again would resurrect a committed batch.
         if digest not in self._batches and digest not in self._committed_batches:
+            size = sum(len(raw) for raw in batch.txs)
             self._batches[digest] = StoredBatch(encoded, bytes(verdicts), hashes, False,
-                                                time.monotonic())
+                                                time.monotonic(), size)
+            self._batch_bytes += size
             self.stats["remote_batches"] += 1
             # Our own pending copies of these txs would be included twice: drop them.
             for h in hashes:
@@ -262,7 +271,9 @@ class Mempool:
         """
         digests, hashes, nonces = msgpack.unpackb(packed, raw=False)
         for d in digests:
-            self._batches.pop(d, None)
+            stored = self._batches.pop(d, None)
+            if stored is not None:
+                self._batch_bytes -= stored.tx_bytes
             self._committed_batches[d] = None
         for h in hashes:
             self._known.discard(h)
