@@ -43,11 +43,11 @@ from node.config import (
     parse_host_port,
     parse_public_key_hex,
 )
+from node.tx import MAX_AMOUNT  # the bank's own bound on a balance
 
 MAX_VALIDATORS = 1000
 MAX_POWER = 1 << 48
 MAX_TOTAL_POWER = 1 << 52  # vote power sums stay exact in every language's int64 or double
-MAX_AMOUNT = (1 << 64) - 1  # balances are u64
 MAX_NAME_LEN = 64
 _ADDRESS_RE = re.compile(r"[0-9a-f]{40}")
 

@@ -208,7 +208,7 @@ def _doc_with(**changes) -> dict:
     (_doc_with(app="chess"), ["app 'chess'"]),
     (_doc_with(allocations={"AB" * 20: 1}), ["allocation address"]),
     (_doc_with(allocations={"ab" * 20: 0}), ["amount 0"]),
-    (_doc_with(allocations={"ab" * 20: 2**64}), ["amount"]),
+    (_doc_with(allocations={"ab" * 20: 2**63}), ["amount"]),
     (_doc_with(app="kvstore"), ["allocations are for the bank app"]),
     (_doc_with(extra=1), ["unknown key 'extra' in genesis"]),
     ({"chain_id": "c"}, ["missing 'genesis_time_ms'"]),
