@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from consensus.sim.byzantine import STRATEGIES
 from consensus.sim.network import FAULT_KINDS, parse_faults
-from consensus.sim.runner import RunResult, SimConfig, run_seed
+from consensus.sim.runner import STAT_KEYS, RunResult, SimConfig, run_seed
 
 DEFAULT_FAULTS = ",".join(FAULT_KINDS)
 MAX_FAILED_SEEDS_LISTED = 50
@@ -88,8 +88,8 @@ def summary(config: SimConfig, results: Sequence[RunResult], seed_start: int,
         "faults": sorted(config.faults),
         "target_heights": config.heights,
         "seed_start": seed_start,
-        "evidence": sum(r.evidence for r in results),
         "failed_seeds": failed[:MAX_FAILED_SEEDS_LISTED],
+        "stats": {key: sum(r.stats.get(key, 0) for r in results) for key in STAT_KEYS},
     }
 
 

@@ -115,6 +115,8 @@ class Network:
         if "partition" in self.faults:
             self.epochs = self._partition_schedule(partition_maker)
         self._epoch_index = 0
+        self.dropped = 0      # messages lost to a partition or a lossy link
+        self.duplicated = 0   # extra copies delivered
 
     def _partition_schedule(self, maker: PartitionMaker) -> list[PartitionEpoch]:
         lo, hi = self.params.partition_epoch_ms
@@ -151,9 +153,8 @@ class Network:
                 arrival = max(arrival, self._last_arrival[src][dst])
                 self._last_arrival[src][dst] = arrival
             return [arrival]
-        if not self.connected(src, dst, now):
-            return []
-        if rng.random() < self._link_drop[src][dst]:
+        if not self.connected(src, dst, now) or rng.random() < self._link_drop[src][dst]:
+            self.dropped += 1
             return []
         cap = self.gst_ms + delta  # sent before GST: arrives by GST + delta at the latest
         arrival = now + rng.randint(1, self._link_delay[src][dst])
@@ -166,14 +167,8 @@ class Network:
         times = [arrival]
         if "dup" in self.faults and rng.random() < self.params.dup_probability:
             times.append(min(cap, arrival + rng.randint(0, self._link_delay[src][dst])))
+            self.duplicated += 1
         return times
-
-    def reply_delay(self, now: int) -> int:
-        """Delay for a host-level reply (block sync); follows the same bound after GST."""
-        if now >= self.gst_ms:
-            return self.rng.randint(1, self.params.delta_ms)
-        return self.rng.randint(1, self.params.max_delay_ms if "delay" in self.faults
-                                else self.params.delta_ms)
 
 
 def describe_groups(groups: Sequence[int]) -> str:

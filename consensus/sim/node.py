@@ -45,20 +45,26 @@ class SimBlockSource:
     """
 
     def __init__(self, node: SimNode, rng: random.Random, now: Callable[[], int],
-                 schedule: Schedule, late: bool, late_ms: int) -> None:
+                 schedule: Schedule, late: bool, late_ms: int, stats: dict[str, int]) -> None:
         self.node = node
+        self.stats = stats
         self.rng = rng
         self.now = now
         self.schedule = schedule
         self.late = late
         self.late_ms = late_ms
         self._ready_at: dict[int, int] = {}        # height -> when its content is ready
+        self.awaiting = 0  # height whose content was refused for want of the previous block
         self._available_at: dict[bytes, int] = {}  # block hash -> when its payload arrives
 
     def proposal_content(self, height: int) -> ProposalContent | None:
         decided = self.node.decided
         if height != len(decided) + 1:
-            return None  # cannot build on a block this node has not executed
+            # The engine starts height h+1 inside the call that decides h, before the host
+            # has stored (executed) block h: not ready; the host calls on_proposal_ready
+            # once it has stored the block (see `awaiting`).
+            self.awaiting = height
+            return None
         now = self.now()
         if self.late:
             ready = self._ready_at.get(height)
@@ -66,6 +72,7 @@ class SimBlockSource:
                 ready = now
                 if self.rng.random() < 0.05:
                     ready = now + self.rng.randint(1, self.late_ms)
+                    self.stats["proposal_not_ready"] += 1
                     self.schedule(ready, (EV_READY, self.node.spec.instance, self.node.incarnation))
                 self._ready_at[height] = ready
             if now < ready:
@@ -91,6 +98,7 @@ class SimBlockSource:
                 at = now
                 if self.rng.random() < 0.1:
                     at = now + self.rng.randint(1, self.late_ms)
+                    self.stats["payload_missing"] += 1
                     self.schedule(at, (EV_PAYLOAD, self.node.spec.instance, self.node.incarnation))
                 self._available_at[block_hash] = at
             if now < at:

@@ -53,6 +53,8 @@ EV_SYNC_RESPONSE = 8
 
 SYNC_BATCH = 32  # blocks per sync response
 TRACE_KEEP = 200
+STAT_KEYS = ("messages", "dropped", "duplicated", "crashes", "restarts", "sync_requests",
+             "synced_blocks", "payload_missing", "proposal_not_ready", "evidence")
 TRACE_SHOW = 20
 
 
@@ -98,6 +100,7 @@ class RunResult:
     events: int
     evidence: int
     trace: list[str]
+    stats: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -145,6 +148,8 @@ class Simulation:
         self.trace: deque[tuple] = deque(maxlen=TRACE_KEEP)
         self.events = 0
         self.errors: list[str] = []
+        # How often each fault path was exercised (reported, and summed by the CLI).
+        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
 
         n = config.validators
         self.keys = [PrivateKey.from_seed(sha256(f"bftnode-sim/{seed}/{v}".encode()))
@@ -198,7 +203,7 @@ class Simulation:
 
     def _source(self, node: SimNode) -> SimBlockSource:
         return SimBlockSource(node, self.rng, lambda: self.clock.now, self.clock.schedule,
-                              self.late, self.config.network.delta_ms)
+                              self.late, self.config.network.delta_ms, self.stats)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -244,9 +249,13 @@ class Simulation:
         if liveness:
             trace = trace + self._state_lines()
         heights = min((len(self.nodes[i].decided) for i in self.live_checked), default=0)
+        stats = self.stats
+        stats["dropped"] = self.network.dropped
+        stats["duplicated"] = self.network.duplicated
+        stats["evidence"] = checker.evidence_reports
         return RunResult(self.seed, self.config, list(checker.violations), liveness, heights,
                          self.gst, clock.now, self.events, checker.evidence_reports, trace,
-                         self.errors)
+                         stats, self.errors)
 
     def _all_reached(self, target: int) -> bool:
         nodes = self.nodes
@@ -316,6 +325,7 @@ class Simulation:
             sends = [(p, msg) for p in self.peers[me]]
         deliveries = self.network.deliveries
         schedule = self.clock.schedule
+        self.stats["messages"] += len(sends)
         for peer, m in sends:
             for at in deliveries(me, peer, now):
                 schedule(at, (EV_MESSAGE, peer, me, m))
@@ -328,6 +338,10 @@ class Simulation:
             self.checker.on_decide(now, me, block, certificate)
         if block.header.height == len(node.decided) + 1:
             node.decided.append((block, certificate))
+            source = node.source
+            if source is not None and source.awaiting == len(node.decided) + 1:
+                source.awaiting = 0
+                self.clock.schedule(now, (EV_READY, me, node.incarnation))
 
     # --- block sync ----------------------------------------------------------------------
 
@@ -342,6 +356,7 @@ class Simulation:
         first = len(node.decided) + 1
         me = node.spec.instance
         self.trace.append((now, me, "sync-request", (first, height), target))
+        self.stats["sync_requests"] += 1
         for at in self.network.deliveries(me, target, now):
             self.clock.schedule(at, (EV_SYNC_REQUEST, target, me, first, height))
 
@@ -375,6 +390,7 @@ class Simulation:
         for block, cert in items:
             if node.engine is None or block.header.height != node.engine.height:
                 continue
+            self.stats["synced_blocks"] += 1
             self._call(node, "on_certified_block",
                        lambda b=block, c=cert: node.engine.on_certified_block(b, c))
 
@@ -416,6 +432,7 @@ class Simulation:
         if node.up:
             self.trace.append((self.clock.now, node.spec.instance, "crash",
                                len(node.decided), None))
+            self.stats["crashes"] += 1
             node.crash()
 
     def _on_restart(self, event: tuple) -> None:
@@ -423,6 +440,7 @@ class Simulation:
         if not node.up and node.spec.runs_engine:
             self.trace.append((self.clock.now, node.spec.instance, "restart",
                                len(node.decided) + 1, None))
+            self.stats["restarts"] += 1
             self._call(node, "start", lambda: node.start(self._source(node)))
 
     # --- reporting -----------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Whole simulations: safety across configurations and strategies, liveness, and proof
+that the checker fails when more than f validators are byzantine."""
+
+from __future__ import annotations
+
+import pytest
+
+from consensus.sim import FAULT_KINDS, STRATEGIES, SimConfig, run_seed
+from consensus.sim.network import parse_faults
+
+ALL_FAULTS = frozenset(FAULT_KINDS)
+LOSSLESS = parse_faults("delay,dup,reorder,missing")  # every message arrives, late or twice
+SAFE = [(4, 1), (7, 2), (10, 3)]  # n = 3f + 1
+SWEEP_SEEDS = {4: 150, 7: 60, 10: 30}  # 4 strategies each: 960 runs
+
+# Engine liveness bugs the simulator found (see the simulator report / docs/BENCHMARKS.md):
+# a restarted validator resumes a round in which SafetyRules refuses every vote it can
+# build, and votes of rounds a node has left are never re-sent, so lost messages can
+# leave honest nodes split across rounds or locks for good.
+KNOWN_ENGINE_LIVENESS_BUGS = (
+    "engine liveness bugs under message loss and restarts: restarted validator stuck in "
+    "a round it cannot vote in; votes of past rounds never re-sent"
+)
+
+
+def _runs(config: SimConfig, seeds: range):
+    return [run_seed(seed, config) for seed in seeds]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(("n", "f"), SAFE)
+def test_no_safety_violation_with_f_byzantine_under_every_fault(n: int, f: int,
+                                                                 strategy: str) -> None:
+    config = SimConfig(validators=n, byzantine=f, strategy=strategy, faults=ALL_FAULTS,
+                       heights=3)
+    failures = [r.report() for r in _runs(config, range(SWEEP_SEEDS[n])) if r.violations]
+    assert not failures, failures[0]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(("n", "f"), SAFE)
+def test_honest_nodes_reach_the_target_when_no_message_is_lost(n: int, f: int,
+                                                               strategy: str) -> None:
+    config = SimConfig(validators=n, byzantine=f, strategy=strategy, faults=LOSSLESS,
+                       heights=3)
+    failures = [r.report() for r in _runs(config, range(100, 100 + SWEEP_SEEDS[n] // 4))
+                if not r.ok]
+    assert not failures, failures[0]
+
+
+@pytest.mark.xfail(reason=KNOWN_ENGINE_LIVENESS_BUGS, strict=False)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_honest_nodes_reach_the_target_after_losses_and_restarts(strategy: str) -> None:
+    config = SimConfig(validators=4, byzantine=1, strategy=strategy, faults=ALL_FAULTS,
+                       heights=3)
+    failures = [r.report() for r in _runs(config, range(200, 230)) if not r.ok]
+    assert not failures, failures[0]
+
+
+def test_fault_paths_are_exercised() -> None:
+    totals: dict[str, int] = {}
+    for strategy in ("equivocate", "crash"):
+        config = SimConfig(validators=4, byzantine=1, strategy=strategy, faults=ALL_FAULTS,
+                           heights=3)
+        for result in _runs(config, range(10)):
+            for key, value in result.stats.items():
+                totals[key] = totals.get(key, 0) + value
+    for key in ("dropped", "duplicated", "crashes", "restarts", "sync_requests",
+                "synced_blocks", "payload_missing", "proposal_not_ready", "evidence"):
+        assert totals[key] > 0, key
+
+
+def test_twins_beyond_f_break_agreement_and_the_checker_says_so() -> None:
+    config = SimConfig(validators=4, byzantine=2, strategy="twins", faults=frozenset(),
+                       heights=3)
+    results = _runs(config, range(20))
+    broken = [r for r in results if any(v.kind == "agreement" for v in r.violations)]
+    assert len(broken) >= 15
+    report = broken[0].report()
+    assert f"seed {broken[0].seed} FAILED" in report
+    assert "agreement violation" in report and "decide h1" in report
+
+
+def test_no_decision_without_a_quorum() -> None:
+    config = SimConfig(validators=4, byzantine=2, strategy="silent", faults=frozenset(),
+                       heights=2, liveness_base_ms=2_000)
+    result = run_seed(0, config)
+    assert not result.violations
+    assert result.heights == 0 and result.liveness
