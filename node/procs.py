@@ -192,12 +192,13 @@ def freeze(collect: Callable[[dict[int, ProcStat]], dict[int, int]], rounds: int
     """SIGSTOP the processes `collect` finds, and whatever they fork, until none is new.
 
     `collect` maps a /proc snapshot to {pid: start time} (`tree`, `marked`).
-    Returns every process stopped. Stopped processes cannot fork, so a kill
-    that follows reaches the whole tree; SIGCONT undoes it (a paused node).
+    Returns every process stopped, once each has actually stopped (delivery is
+    asynchronous). Stopped processes cannot fork, so a kill that follows reaches
+    the whole tree; SIGCONT undoes it (a paused node).
     """
     snap = collect(all_stats())
     for _ in range(rounds):
-        signal_snapshot(snap, signal.SIGSTOP)
+        _wait_stopped(signal_snapshot(snap, signal.SIGSTOP))
         stats = all_stats()
         grown = collect(stats)
         grown.update({p: stats[p].start_time for p in _descendants_of(snap, stats)})
@@ -206,6 +207,16 @@ def freeze(collect: Callable[[dict[int, ProcStat]], dict[int, int]], rounds: int
             break
         snap.update(more)
     return snap
+
+
+def _wait_stopped(pids: Iterable[int], timeout: float = 2.0) -> None:
+    """Wait until each pid is stopped or gone: a signal is delivered when its target runs."""
+    deadline = time.monotonic() + timeout
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        pending = [p for p in pending if is_alive(p) and not is_stopped(p)]
+        if pending:
+            time.sleep(0.005)
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL, *, env: tuple[str, str] | None = None
