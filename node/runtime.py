@@ -59,9 +59,12 @@ class LocalRef:
 
     async def call(self, method: str, *args: Any) -> Any:
         fn = getattr(self.obj, method)
-        if getattr(fn, _OFFLOAD, False):
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
+        # One call at a time per actor, as under Ray (max_concurrency=1): while an
+        # offloaded call runs on its thread, later calls to the same actor wait.
+        async with self._lock:
+            if getattr(fn, _OFFLOAD, False):
+                return await asyncio.to_thread(fn, *args)
+            return fn(*args)
 
 
 class InProcessRuntime:
