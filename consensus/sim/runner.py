@@ -101,7 +101,6 @@ class RunResult:
     evidence: int
     trace: list[str]
     stats: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -147,7 +146,6 @@ class Simulation:
         self.cache = SignatureCache()
         self.trace: deque[tuple] = deque(maxlen=TRACE_KEEP)
         self.events = 0
-        self.errors: list[str] = []
         # How often each fault path was exercised (reported, and summed by the CLI).
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
 
@@ -185,6 +183,7 @@ class Simulation:
         self.deadline = (self.gst + config.liveness_base_ms
                          + config.heights * config.liveness_per_height_ms)
         self._schedule_crashes(faults)
+        self._reached = 0  # liveness-checked nodes that have decided `heights` heights
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -226,28 +225,24 @@ class Simulation:
             EV_SYNC_RESPONSE: self._on_sync_response,
         }
         liveness: list[str] = []
-        trace_at_violation: list[str] | None = None
-        while True:
-            if checker.violations:
-                trace_at_violation = self._trace_lines()
-                break
-            if self._all_reached(target):
+        trace: list[str] = []
+        live_count = len(self.live_checked)
+        while not (live_count and self._reached == live_count):
+            if checker.violations:  # stop at the first: its trace is the useful one
+                trace = self._trace_lines()
                 break
             at = clock.peek_time()
             if at is None or at > self.deadline:
-                clock.now = max(clock.now, self.deadline if at is not None else clock.now)
+                clock.now = max(clock.now, min(at or 0, self.deadline))
                 liveness = self._liveness(target)
-                break
-            if self.events >= max_events:
+            elif self.events >= max_events:
                 liveness = [f"gave up after {max_events} events at t={clock.now}ms"]
+            if liveness:
+                trace = self._trace_lines() + self._state_lines()
                 break
             event = clock.pop()
             self.events += 1
             dispatch[event[0]](event)
-        trace = trace_at_violation if trace_at_violation is not None else (
-            self._trace_lines() if liveness else [])
-        if liveness:
-            trace = trace + self._state_lines()
         heights = min((len(self.nodes[i].decided) for i in self.live_checked), default=0)
         stats = self.stats
         stats["dropped"] = self.network.dropped
@@ -255,14 +250,7 @@ class Simulation:
         stats["evidence"] = checker.evidence_reports
         return RunResult(self.seed, self.config, list(checker.violations), liveness, heights,
                          self.gst, clock.now, self.events, checker.evidence_reports, trace,
-                         stats, self.errors)
-
-    def _all_reached(self, target: int) -> bool:
-        nodes = self.nodes
-        for i in self.live_checked:
-            if len(nodes[i].decided) < target:
-                return False
-        return bool(self.live_checked)
+                         stats)
 
     def _liveness(self, target: int) -> list[str]:
         heights = {i: len(self.nodes[i].decided) for i in self.live_checked}
@@ -311,7 +299,9 @@ class Simulation:
             elif kind is FetchPayload:
                 pass  # the block source already put the payload's arrival on the clock
             else:
-                self.errors.append(f"unknown engine output {kind.__name__}")
+                self.checker.violations.append(Violation(
+                    "engine-error", clock.now,
+                    f"instance {me} returned an unknown output {kind.__name__}"))
 
     def _broadcast(self, node: SimNode, msg: Any) -> None:
         now = self.clock.now
@@ -338,6 +328,8 @@ class Simulation:
             self.checker.on_decide(now, me, block, certificate)
         if block.header.height == len(node.decided) + 1:
             node.decided.append((block, certificate))
+            if len(node.decided) == self.config.heights and node.spec.liveness_checked:
+                self._reached += 1  # decided blocks are durable: counted once per node
             source = node.source
             if source is not None and source.awaiting == len(node.decided) + 1:
                 source.awaiting = 0
