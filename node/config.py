@@ -25,13 +25,12 @@ import dataclasses
 import math
 import os
 import re
+import tomllib
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 CONFIG_FILE = "config.toml"
 GENESIS_FILE = "genesis.json"
@@ -312,6 +311,12 @@ class ConsensusSection:
     )
     block_interval_ms: int = setting(
         0, "Least time between blocks; 0 starts the next height as soon as one commits.",
+        low=0, high=3_600_000,
+    )
+    empty_block_interval_ms: int = setting(
+        500, "When no transactions wait, the proposer makes an empty block only after this "
+        "long (keep it below timeout_propose_ms, or the others give up on the proposer); "
+        "a batch arriving earlier is proposed at once.",
         low=0, high=3_600_000,
     )
     max_block_batches: int = setting(

@@ -142,7 +142,7 @@ class Node:
         self.consensus = rt.spawn(
             f"consensus-{ns}", ConsensusHost, data_dir, str(cfg.node_key_path), self.chain_id,
             validators, timeouts, c.max_block_batches, map_size, genesis_app_hash,
-            c.block_interval_ms, getattr(c, "empty_block_interval_ms", 500))
+            c.block_interval_ms, c.empty_block_interval_ms)
         self.height, self.block_hash, self.app_hash = await self.blockstore.call("latest")
         if not self.app_hash:
             self.app_hash = genesis_app_hash
@@ -487,7 +487,7 @@ class Node:
             fut.set_result({"hash": tx_hash, "height": rec[0], "index": rec[1], "code": rec[2]})
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             waiters = self._waiters.get(h)
@@ -601,16 +601,22 @@ async def _run(cfg: NodeConfig, genesis: Genesis) -> int:
         stop_reason.append(name)
         node.stopped.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, request_stop, sig.name)
-    loop.add_signal_handler(signal.SIGUSR1, node.isolate)
-    loop.add_signal_handler(signal.SIGUSR2, node.heal)
+    def install_handlers() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGUSR1, node.isolate)
+        loop.add_signal_handler(signal.SIGUSR2, node.heal)
+
+    install_handlers()
     try:
         await node.start()
     except Exception:
         log.exception("node failed to start")
         await node.stop()
         return 1
+    # ray.init installs its own SIGTERM handler (sys.exit); take the signals back so
+    # that SIGTERM is a clean shutdown here too.
+    install_handlers()
     await node.stopped.wait()
     log.info("stopping (%s)", stop_reason[0] if stop_reason else node.halted)
     await node.stop()
