@@ -58,6 +58,12 @@ STAT_KEYS = ("messages", "dropped", "duplicated", "crashes", "restarts", "sync_r
 TRACE_SHOW = 20
 
 
+# Timeouts sized to the simulated network (delta 40 ms after GST) so that a run covers
+# many rounds and heights in little virtual time; they grow by delta_ms per round.
+SIM_ENGINE_CONFIG = EngineConfig(timeout_propose_ms=300, timeout_prevote_ms=150,
+                                 timeout_precommit_ms=150, delta_ms=100)
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """What one run simulates. Times are virtual milliseconds.
@@ -67,23 +73,17 @@ class SimConfig:
     """
 
     validators: int = 4
-    byzantine: int = 0
+    byzantine: int = 1
     strategy: str = "silent"
     faults: frozenset[str] = frozenset(FAULT_KINDS)
     heights: int = 10
     chain_id: str = "bftnode-sim"
     network: NetworkParams = NetworkParams()
-    engine: EngineConfig = field(default_factory=lambda: SIM_ENGINE_CONFIG)
+    engine: EngineConfig = SIM_ENGINE_CONFIG
     gst_range_ms: tuple[int, int] = (1_000, 4_000)
     liveness_base_ms: int = 30_000
     liveness_per_height_ms: int = 1_000
     max_events: int = 3_000_000
-
-
-# Timeouts sized to the simulated network (delta 40 ms after GST) so that a run covers
-# many rounds and heights in little virtual time; they grow by delta_ms per round.
-SIM_ENGINE_CONFIG = EngineConfig(timeout_propose_ms=300, timeout_prevote_ms=150,
-                                 timeout_precommit_ms=150, delta_ms=100)
 
 
 @dataclass
@@ -99,7 +99,8 @@ class RunResult:
     end_ms: int
     events: int
     evidence: int
-    trace: list[str]
+    trace: list[str]             # the last events before the failure (empty when ok)
+    state: list[str] = field(default_factory=list)  # every node's state, on liveness failure
     stats: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -118,6 +119,7 @@ class RunResult:
         lines += [f"  liveness failure: {msg}" for msg in self.liveness]
         lines.append(f"  trace (last {len(self.trace)} events):")
         lines += [f"    {line}" for line in self.trace]
+        lines += [f"  {line}" for line in self.state]
         return "\n".join(lines)
 
 
@@ -226,6 +228,7 @@ class Simulation:
         }
         liveness: list[str] = []
         trace: list[str] = []
+        state: list[str] = []
         live_count = len(self.live_checked)
         while not (live_count and self._reached == live_count):
             if checker.violations:  # stop at the first: its trace is the useful one
@@ -238,7 +241,7 @@ class Simulation:
             elif self.events >= max_events:
                 liveness = [f"gave up after {max_events} events at t={clock.now}ms"]
             if liveness:
-                trace = self._trace_lines() + self._state_lines()
+                trace, state = self._trace_lines(), self._state_lines()
                 break
             event = clock.pop()
             self.events += 1
@@ -250,7 +253,7 @@ class Simulation:
         stats["evidence"] = checker.evidence_reports
         return RunResult(self.seed, self.config, list(checker.violations), liveness, heights,
                          self.gst, clock.now, self.events, checker.evidence_reports, trace,
-                         stats)
+                         state, stats)
 
     def _liveness(self, target: int) -> list[str]:
         heights = {i: len(self.nodes[i].decided) for i in self.live_checked}
@@ -469,6 +472,7 @@ class Simulation:
         return lines
 
     def _state_lines(self) -> list[str]:
+        """Where every node stopped: what a liveness failure is diagnosed from."""
         lines = ["state at the end:"]
         groups = self.network.groups_at(max(0, self.gst - 1)) if self.gst else None
         if groups is not None:
@@ -477,7 +481,9 @@ class Simulation:
             spec = node.spec
             if node.engine is not None:
                 e = node.engine
-                where = f"height {e.height} round {e.round} step {e.step}"
+                where = (f"at h{e.height} r{e.round} {e.step.name.lower()}, locked "
+                         f"r{e.locked_round} {short(e.locked_block_hash)}, valid "
+                         f"r{e.valid_round} {short(e.valid_block_hash)}")
             else:
                 where = "down" if spec.runs_engine else "silent"
             lines.append(f"  n{spec.instance} v{spec.validator} {spec.role}: decided "
