@@ -197,8 +197,14 @@ class ConsensusHost:
                 payload_changed = True
                 outs.extend(self.engine.on_proposal_ready())
             elif kind == "certified":
-                block = decode_block(record[1])
-                cert = decode_certificate(record[2])
+                # Peer bytes (block sync): garbage is dropped and counted, never raised,
+                # or any peer could halt the node with one sync response.
+                try:
+                    block = decode_block(record[1])
+                    cert = decode_certificate(record[2])
+                except CodecError as exc:
+                    self._count(f"malformed certified block: {exc}"[:60])
+                    continue
                 outs.extend(self.engine.on_certified_block(block, cert))
             else:
                 raise ValueError(f"unknown consensus host input {kind!r}")
