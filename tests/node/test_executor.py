@@ -1,0 +1,225 @@
+"""Executor (node/actors/executor.py) as a plain class over a real LMDB home: codes, app
+hash chaining, the tx index, the fork check, signature verdicts and restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+import msgpack
+import pytest
+
+from consensus.types import Block, CommitCertificate, VoteKind, vote_sign_bytes
+from consensus.validators import ValidatorSet
+from crypto import PrivateKey, sha256
+from node.actors.executor import AppHashMismatch, Executor
+from node.apps import (
+    CODE_BAD_NONCE,
+    CODE_BAD_SIGNATURE,
+    CODE_INSUFFICIENT_FUNDS,
+    CODE_OK,
+    CODE_WRONG_APP,
+    MemoryState,
+    execute_block,
+    make_app,
+)
+from node.storage import TxRecord
+from node.stores import close_storage
+from node.tx import Batch
+from node.wallet import Wallet
+from node.wire import decode_block, decode_certificate
+
+CHAIN = "exec-chain"
+KEYS = [PrivateKey.from_seed(bytes([100 + i]) * 32) for i in range(4)]
+VSET = ValidatorSet.equal_power([k.public_key for k in KEYS])
+MAP_SIZE = 1 << 24
+
+
+@pytest.fixture
+def home(tmp_path) -> Iterator[str]:
+    path = str(tmp_path / "home")
+    yield path
+    close_storage(path)
+
+
+def new_executor(home: str, app: str = "kvstore", allocations: dict | None = None) -> Executor:
+    return Executor(home, CHAIN, app, allocations or {}, MAP_SIZE, 64 * 1024, sync=False)
+
+
+def certificate(block: Block, round: int = 0) -> CommitCertificate:
+    sb = vote_sign_bytes(VoteKind.PRECOMMIT, CHAIN, block.height, round, block.hash())
+    return CommitCertificate(block.height, round, block.hash(),
+                             tuple((k.public_key, k.sign(sb)) for k in KEYS))
+
+
+def build(ex: Executor, batches: Sequence[Batch], prev_hash: bytes,
+          app_hash: bytes | None = None) -> Block:
+    height, current = ex.info()
+    return Block.build(chain_id=CHAIN, height=height + 1, time_ms=1_000 * (height + 1),
+                       prev_block_hash=prev_hash, payload=[b.digest() for b in batches],
+                       app_hash=current if app_hash is None else app_hash,
+                       validators_hash=VSET.hash(), proposer=KEYS[0].public_key)
+
+
+def execute(ex: Executor, block: Block, batches: Sequence[Batch],
+            verdicts: Sequence[bytes] | None = None) -> list:
+    if verdicts is None:
+        verdicts = [b"\x01" * len(b.txs) for b in batches]
+    packed = msgpack.packb([block.encode(), certificate(block).encode(),
+                            [[b.encode(), v] for b, v in zip(batches, verdicts, strict=True)]])
+    return msgpack.unpackb(ex.execute(packed), raw=False)
+
+
+def wallet(i: int) -> Wallet:
+    return Wallet.from_seed(bytes([i + 1]) * 32)
+
+
+def test_execute_applies_stores_and_indexes_a_block(home):
+    ex = new_executor(home)
+    assert ex.info() == [0, make_app("kvstore", MemoryState()).genesis_app_hash()]
+    a, b = wallet(0), wallet(1)
+    b1 = Batch((a.kv_set(CHAIN, b"x", b"1"), a.kv_set(CHAIN, b"y", b"2")))
+    b2 = Batch((b.kv_set(CHAIN, b"x", b"3"),))
+    block = build(ex, [b1, b2], bytes(32))
+    height, app_hash, hashes, codes, nonces = execute(ex, block, [b1, b2])
+    assert height == 1
+    assert hashes == b1.tx_hashes() + b2.tx_hashes()
+    assert codes == [CODE_OK] * 3
+    assert nonces == [[a.public_key, 0], [a.public_key, 1], [b.public_key, 0]]
+    assert ex.info() == [1, app_hash]
+    assert ex.app.get(b"x") == b"3" and ex.app.get(b"y") == b"2"
+    storage = ex.storage
+    assert storage.latest_height() == 1 and storage.last_app_hash() == app_hash
+    for i, h in enumerate(hashes):
+        assert storage.tx(h) == TxRecord(1, i, CODE_OK)
+    block_bytes, cert_bytes = storage.block(1)
+    assert decode_block(block_bytes) == block
+    assert decode_certificate(cert_bytes) == certificate(block)
+    assert storage.height_of(block.hash()) == 1
+    assert storage.batch(b1.digest()) == b1.encode() and storage.batch(b2.digest()) == b2.encode()
+
+
+def test_app_hash_chains_over_blocks_like_an_independent_replay(home):
+    ex = new_executor(home)
+    w = wallet(0)
+    replica = make_app("kvstore", MemoryState())
+    prev = bytes(32)
+    for height in range(1, 4):
+        batches = [Batch(tuple(w.kv_set(CHAIN, b"k%d" % i, b"v%d" % height) for i in range(2)))]
+        if height == 2:
+            batches = []  # an empty block still moves height and app hash
+        block = build(ex, batches, prev)
+        assert block.header.app_hash == replica.app_hash()
+        result = execute(ex, block, batches)
+        raw = [tx for b in batches for tx in b.txs]
+        assert execute_block(replica, height, raw, chain_id=CHAIN, verify=None) == result[3]
+        replica.commit()
+        assert result[:2] == [height, replica.app_hash()]
+        prev = block.hash()
+    assert ex.storage.last_app_hash() == replica.app_hash()
+    assert ex.info() == [3, replica.app_hash()]
+
+
+def test_app_hash_mismatch_halts_with_a_clear_error_and_stores_nothing(home):
+    ex = new_executor(home)
+    batch = Batch((wallet(0).kv_set(CHAIN, b"k", b"v"),))
+    before = ex.info()
+    forked = build(ex, [batch], bytes(32), app_hash=sha256(b"someone else's state"))
+    with pytest.raises(AppHashMismatch) as info:
+        execute(ex, forked, [batch])
+    message = str(info.value)
+    assert "block 1 carries app hash " + sha256(b"someone else's state").hex() in message
+    assert "for height 0" in message and before[1].hex() in message
+    assert "forked" in message
+    assert ex.info() == before
+    assert ex.storage.latest_height() == 0 and ex.storage.block(1) is None
+    assert ex.storage.tx(batch.tx_hashes()[0]) is None
+    assert ex.storage.batch(batch.digest()) is None
+    # The executor is not wedged: the network's real block 1 still applies.
+    assert execute(ex, build(ex, [batch], bytes(32)), [batch])[3] == [CODE_OK]
+
+
+def test_out_of_order_block_or_wrong_batch_content_is_refused(home):
+    ex = new_executor(home)
+    batch = Batch((wallet(0).kv_set(CHAIN, b"k", b"v"),))
+    block = build(ex, [batch], bytes(32))
+    future = replace(block, header=replace(block.header, height=2))
+    with pytest.raises(ValueError, match="executor at height 0 got block 2"):
+        execute(ex, future, [batch])
+    other = Batch((wallet(1).kv_set(CHAIN, b"k", b"v"),))
+    with pytest.raises(ValueError, match=f"batch {batch.digest().hex()} content does not match"):
+        execute(ex, block, [other])
+    assert ex.info()[0] == 0 and ex.storage.latest_height() == 0
+
+
+def test_verdict_zero_gives_bad_signature_and_does_not_consume_the_nonce(home):
+    ex = new_executor(home)
+    w = wallet(0)
+    txs = [w.kv_set(CHAIN, b"k%d" % i, b"v") for i in range(3)]
+    batch = Batch(tuple(txs))
+    block = build(ex, [batch], bytes(32))
+    _, _, hashes, codes, nonces = execute(ex, block, [batch], [b"\x01\x00\x01"])
+    # tx 1 never happened, so tx 2 (nonce 2) finds the sender's next nonce still 1.
+    assert codes == [CODE_OK, CODE_BAD_SIGNATURE, CODE_BAD_NONCE]
+    assert nonces == [[w.public_key, 0]]
+    assert [ex.storage.tx(h).code for h in hashes] == codes
+    assert ex.app.get(b"k1") is None and ex.app.get(b"k0") == b"v"
+
+
+def test_a_tx_included_twice_fails_the_second_time_and_keeps_its_first_index(home):
+    ex = new_executor(home)
+    tx = wallet(0).kv_set(CHAIN, b"k", b"v")
+    first = Batch((tx,))
+    block1 = build(ex, [first], bytes(32))
+    execute(ex, block1, [first])
+    again = Batch((wallet(1).kv_set(CHAIN, b"j", b"w"), tx))
+    codes = execute(ex, build(ex, [again], block1.hash()), [again])[3]
+    assert codes == [CODE_OK, CODE_BAD_NONCE]
+    assert ex.storage.tx(sha256(tx)) == TxRecord(1, 0, CODE_OK)
+
+
+def test_bank_codes_and_which_of_them_consume_the_nonce(home):
+    rich, poor = wallet(0), wallet(1)
+    ex = new_executor(home, "bank", {rich.address: 100})
+    txs = (rich.transfer(CHAIN, poor.address, 60),
+           poor.transfer(CHAIN, rich.address, 1_000),       # insufficient: nonce consumed
+           wallet(2).kv_set(CHAIN, b"k", b"v"))              # another app's tx
+    batch = Batch(txs)
+    _, _, _, codes, nonces = execute(ex, build(ex, [batch], bytes(32)), [batch])
+    assert codes == [CODE_OK, CODE_INSUFFICIENT_FUNDS, CODE_WRONG_APP]
+    assert nonces == [[rich.public_key, 0], [poor.public_key, 0]]
+    assert ex.app.balance(rich.address) == 40 and ex.app.balance(poor.address) == 60
+    assert ex.app.nonce(poor.address) == 1
+
+
+def test_the_certificate_is_stored_as_given(home):
+    """The executor trusts consensus for the certificate: it stores it, it does not check
+    it (the engine verified it, or built it from votes it verified)."""
+    ex = new_executor(home)
+    block = build(ex, [], bytes(32))
+    cert = certificate(block)
+    packed = msgpack.packb([block.encode(), cert.encode(), []])
+    ex.execute(packed)
+    assert ex.storage.block(1) == (block.encode(), cert.encode())
+
+
+def test_reopened_store_resumes_at_the_stored_height_and_app_hash(home):
+    ex = new_executor(home)
+    w = wallet(0)
+    prev = bytes(32)
+    for i in range(2):
+        batch = Batch((w.kv_set(CHAIN, b"k%d" % i, b"v%d" % i),))
+        block = build(ex, [batch], prev)
+        execute(ex, block, [batch])
+        prev = block.hash()
+    info = ex.info()
+    ex.close()
+    close_storage(home)
+    again = new_executor(home)
+    assert again.info() == info
+    assert again.app.get(b"k1") == b"v1"
+    assert again.app.next_nonce(sha256(w.public_key)[:20]) == 2
+    batch = Batch((w.kv_set(CHAIN, b"k2", b"v2"),))
+    result = execute(again, build(again, [batch], prev), [batch])
+    assert result[0] == 3 and result[3] == [CODE_OK]
+    assert again.storage.tx(batch.tx_hashes()[0]) == TxRecord(3, 0, CODE_OK)
