@@ -34,6 +34,19 @@ def offload(fn: Callable) -> Callable:
     return fn
 
 
+def placement() -> dict[str, object]:
+    """Where the calling actor runs: pid, and the Ray node id when hosted by Ray."""
+    where: dict[str, object] = {"pid": os.getpid(), "ray_node_id": None}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            where["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    except ImportError:  # pragma: no cover - ray is a dependency
+        pass
+    return where
+
+
 class ActorRef(Protocol):
     name: str
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import msgpack
 
 from consensus.codec import CodecError
+from node.runtime import placement
 from node.tx import Batch, Tx, decode_batch, decode_tx, tx_sign_items
 
 # How many committed tx hashes and batch digests are remembered to refuse replays.
@@ -295,6 +296,10 @@ class Mempool:
 
     def size(self) -> tuple[int, int]:
         return self._size()
+
+    def where(self) -> dict[str, object]:
+        """Placement of this actor (pid, Ray node id), for operators and tests."""
+        return placement()
 
     def close(self) -> None:
         pass

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import msgpack
 
 from crypto import verifier_backend, verify_batch
-from node.runtime import ActorRef, offload
+from node.runtime import ActorRef, offload, placement
 
 # Below this many signatures a split costs more in actor calls than it saves.
 _MIN_SPLIT = 512
@@ -41,6 +41,10 @@ class VerifierWorker:
 
     def stats(self) -> tuple[int, float]:
         return self.verified, self.busy_s
+
+    def where(self) -> dict[str, object]:
+        """Placement of this actor (pid, Ray node id), for operators and tests."""
+        return placement()
 
     def close(self) -> None:
         pass

@@ -1,0 +1,61 @@
+"""Placement across machines, tested on one machine with Ray's multi-node test
+cluster (several raylets on one host): a node's verifier pool and mempool are
+pinned to another raylet through custom resources, and the node still commits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from node import localnet
+from node.config import load_config, write_config
+from node.genesis import load_genesis
+from node.supervisor import Node
+from node.wallet import Wallet
+
+pytestmark = pytest.mark.integration
+
+
+def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker = cluster.add_node(num_cpus=1, resources={"bftnode_workers": 4})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        net = localnet.generate(tmp_path / "net", 1, runtime="ray")
+        home = net.nodes[0].home
+        cfg = load_config(home)
+        cfg.ray.address = cluster.address
+        cfg.ray.verifier_resources = {"bftnode_workers": 1}
+        cfg.ray.mempool_resources = {"bftnode_workers": 1}
+        write_config(home, cfg)
+        cfg = load_config(home)
+        genesis = load_genesis(cfg.genesis_path)
+
+        async def run() -> None:
+            node = Node(cfg, genesis)
+            await node.start()
+            try:
+                where_verifier = await node.verifier.workers[0].call("where")
+                where_mempool = await node.mempool.call("where")
+                assert where_verifier["ray_node_id"] == worker.node_id
+                assert where_mempool["ray_node_id"] == worker.node_id
+                head_id = ray.get_runtime_context().get_node_id()
+                assert head_id != worker.node_id
+                w = Wallet.generate()
+                h, error, status = await node.submit_tx(w.kv_set(genesis.chain_id, b"k", b"v"))
+                assert error is None and status == 202, error
+                result = await node.wait_committed(h, 30)
+                assert result is not None and result["code"] == 0
+            finally:
+                await node.stop()
+
+        asyncio.run(run())
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
