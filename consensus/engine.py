@@ -70,6 +70,7 @@ PRECOMMIT = VoteKind.PRECOMMIT
 PROPOSE_STEP = Step.PROPOSE
 PREVOTE_STEP = Step.PREVOTE
 PRECOMMIT_STEP = Step.PRECOMMIT
+MAX_ALT_BLOCKS = 2  # blocks kept per round from an equivocating proposer's extra proposals
 
 
 # --- host interface ----------------------------------------------------------------------
@@ -321,19 +322,43 @@ class Engine:
     # --- inputs ----------------------------------------------------------------------------
 
     def start(self) -> list[Output]:
-        """Start the first round. A validator restarted mid-height resumes at the round its
-        SafetyRules last signed in (earlier rounds would be refused anyway)."""
+        """Start the first round, or resume after a restart.
+
+        A validator restarted in the middle of a height resumes from its SafetyRules'
+        record: it takes back its lock (forgetting it could let a committed block be
+        contradicted), returns to the last round it signed in, and counts and sends
+        again the votes it signed there (peers may never have received them, and may
+        be waiting for them to make 2f+1).
+        """
         out = self._out = []
         if self._started:
             return out
         self._started = True
-        round = 0
         state = self._signer.state if self._signer is not None else None
-        if state is not None and state.height == self._height:
-            round = state.round
-        self._start_round(round)
+        if state is not None and state.height == self._height and self._me is not None:
+            self._resume(state.round)
+        else:
+            self._start_round(0)
         self._advance()
         return out
+
+    def _resume(self, round: int) -> None:
+        assert self._signer is not None and self._me is not None
+        self._locked_round, self._locked_hash = self._signer.lock(self._height)
+        block = self._signer.locked_block(self._height)
+        if block is not None:
+            self._blocks[block.hash()] = block  # we may propose it (see _propose)
+        self._start_round(round, propose=False)  # something was signed here already
+        for vote in self._signer.signed_votes(self._height):
+            if vote.round == round:
+                self._step = PREVOTE_STEP if vote.kind == PREVOTE else PRECOMMIT_STEP
+            votes = self._prevotes if vote.kind == PREVOTE else self._precommits
+            vs = votes.get(vote.round)
+            if vs is None:
+                vs = votes[vote.round] = _VoteSet()
+            self._add_vote(vs, self._me, vote, True)
+            self._remember_own(vote)
+            self._out.append(Broadcast(vote))
 
     def on_message(self, msg: Proposal | Vote) -> list[Output]:
         """Handle a Proposal or Vote from a peer: check shape, membership and signature
@@ -346,9 +371,12 @@ class Engine:
         return out
 
     def on_timeout(self, height: int, round: int, step: Step) -> list[Output]:
-        """A timeout scheduled by `ScheduleTimeout` fired. Stale ones (another height or an
-        earlier round) are ignored, except that any timeout of the current height still
-        re-broadcasts and may ask for sync."""
+        """A timeout scheduled by `ScheduleTimeout` fired.
+
+        One of the current round runs the paper's OnTimeout rule and re-broadcasts this
+        round's own messages. Any timeout of the current height (even of an earlier
+        round) also retries missing payloads and may ask for sync; those of other
+        heights are ignored."""
         out = self._out = []
         if height != self._height or not self._started:
             return out
@@ -529,10 +557,20 @@ class Engine:
             return
         first = self._proposals.get(r)
         if first is not None:
-            if first.pol_round == proposal.pol_round and first.block.hash() == proposal.block.hash():
+            bh = proposal.block.hash()
+            if first.pol_round == proposal.pol_round and first.block.hash() == bh:
                 self.ignored["duplicate"] += 1
-            else:
-                self.ignored["conflicting_proposal"] += 1  # the first one stands
+                return
+            # An equivocating proposer. The first proposal stands for lines 22-36, but the
+            # other block is kept (a few per round) so that if the others commit it,
+            # line 49 decides it here too instead of waiting for block sync.
+            self.ignored["conflicting_proposal"] += 1
+            if (bh not in self._blocks and self._alt_blocks.get(r, 0) < MAX_ALT_BLOCKS
+                    and (verified or self._verify(proposal.proposer,
+                                                  proposal.sign_bytes(self.chain_id),
+                                                  proposal.signature))):
+                self._alt_blocks[r] = self._alt_blocks.get(r, 0) + 1
+                self._blocks[bh] = proposal.block
             return
         if r > self._round and not self._admit_round(idx, r):
             return
@@ -634,7 +672,7 @@ class Engine:
                         if step == PREVOTE_STEP:
                             self._locked_hash = bh
                             self._locked_round = r
-                            self._cast(PRECOMMIT, bh)
+                            self._cast(PRECOMMIT, bh, proposal.block)
                         self._valid_block = proposal.block
                         self._valid_round = r
                         continue
@@ -733,7 +771,7 @@ class Engine:
 
     # --- rounds and actions ----------------------------------------------------------------
 
-    def _start_round(self, round: int) -> None:
+    def _start_round(self, round: int, propose: bool = True) -> None:
         """StartRound (line 11)."""
         self._round = round
         self._step = PROPOSE_STEP
@@ -741,22 +779,30 @@ class Engine:
         self._prevote_timer = False
         self._precommit_timer = False
         self._waiting_content = False
-        self._own_proposal: Proposal | None = None
-        self._own_prevote: Vote | None = None
-        self._own_precommit: Vote | None = None
         self._round_timers = 0
         for r in [r for r in self._round_senders if r <= round]:
             del self._round_senders[r]
             del self._round_power[r]
-        if self._me is not None and self.validators.proposer_index(self._height, round) == self._me:
+        if (propose and self._me is not None
+                and self.validators.proposer_index(self._height, round) == self._me):
             self._propose()
         self._schedule(PROPOSE_STEP)
 
     def _propose(self) -> None:
-        """Lines 14-19: re-propose validValue with its round, else a new block."""
+        """Lines 14-19: re-propose validValue with its round, else a new block.
+
+        After a restart the engine may hold a lock (from SafetyRules) but no valid value
+        and none of the prevotes behind it: then it proposes the locked block as a new
+        value (pol_round -1). Otherwise a lock no proposer can offer again could keep
+        the locked validators prevoting nil for ever.
+        """
+        locked = self._blocks.get(self._locked_hash) if self._locked_hash is not None else None
         if self._valid_block is not None:
             block = self._valid_block
             pol_round = self._valid_round
+        elif locked is not None:
+            block = locked
+            pol_round = -1
         else:
             content = self._source.proposal_content(self._height)
             if content is None:
@@ -777,7 +823,7 @@ class Engine:
             self.signing_refused += 1
             return
         bh = block.hash()
-        self._own_proposal = proposal
+        self._remember_own(proposal)
         self._proposals.setdefault(self._round, proposal)
         self._blocks.setdefault(bh, block)
         self._checks.setdefault(bh, BlockCheck.VALID)  # we built it from the host's content
@@ -785,24 +831,21 @@ class Engine:
         if pol_round >= 0:
             self._out.extend(Broadcast(v) for v in self._pol_votes())
 
-    def _cast(self, kind: VoteKind, block_hash: bytes | None) -> None:
-        """Move to the vote's step and, as a validator, sign, count and broadcast the vote."""
+    def _cast(self, kind: VoteKind, block_hash: bytes | None, block: Block | None = None) -> None:
+        """Move to the vote's step and, as a validator, sign, count and broadcast the vote.
+        `block` goes to SafetyRules with a precommit that locks on it."""
         self._step = PREVOTE_STEP if kind == PREVOTE else PRECOMMIT_STEP
         if self._me is None:
             return
         assert self._signer is not None and self._my_key is not None
         try:
             vote = self._signer.sign_vote(
-                Vote(kind, self._height, self._round, block_hash, self._my_key))
+                Vote(kind, self._height, self._round, block_hash, self._my_key), block)
         except SafetyViolation:
             self.signing_refused += 1
             return
-        if kind == PREVOTE:
-            self._own_prevote = vote
-            votes = self._prevotes
-        else:
-            self._own_precommit = vote
-            votes = self._precommits
+        self._remember_own(vote)
+        votes = self._prevotes if kind == PREVOTE else self._precommits
         vs = votes.get(self._round)
         if vs is None:
             vs = votes[self._round] = _VoteSet()
@@ -815,13 +858,33 @@ class Engine:
         self._round_timers += 1
         self._out.append(ScheduleTimeout(self._height, r, step, self.config.timeout_ms(step, r)))
 
+    def _remember_own(self, msg: Proposal | Vote) -> None:
+        """Keep our signed messages of the last two rounds we signed in, to re-send them."""
+        own = self._own
+        mine = own.get(msg.round)
+        if mine is None:
+            mine = own[msg.round] = []
+            while len(own) > 2:
+                del own[min(own)]
+        mine.append(msg)
+
     def _rebroadcast(self) -> None:
-        """Re-send our messages of this round, and relay the polka of our valid value."""
-        for msg in (self._own_proposal, self._own_prevote, self._own_precommit):
-            if msg is not None:
-                self._out.append(Broadcast(msg))
+        """Re-send our messages of this round and of the round we signed in before it, and
+        relay the polka of our valid value.
+
+        The earlier round matters: a validator may leave a round with 2f+1 precommits
+        that include a byzantine one, while its own precommit there never reached the
+        others (lost before the network stabilised). They then wait in that round for
+        a 2f+1 they can only get from it, and it alone is not f+1 for a round skip.
+        """
+        sent: set[int] = set()
+        for r in sorted(self._own):
+            if r <= self._round:
+                for msg in self._own[r]:
+                    sent.add(id(msg))
+                    self._out.append(Broadcast(msg))
         for vote in self._pol_votes():
-            if vote is not self._own_prevote:
+            if id(vote) not in sent:
                 self._out.append(Broadcast(vote))
 
     def _pol_votes(self) -> list[Vote]:
@@ -868,7 +931,8 @@ class Engine:
         self._valid_block: Block | None = None
         self._valid_round = -1
         self._proposals: dict[int, Proposal] = {}
-        self._blocks: dict[bytes, Block] = {}
+        self._blocks: dict[bytes, Block] = {}      # every block proposed at this height
+        self._alt_blocks: dict[int, int] = {}      # round -> blocks kept from conflicting proposals
         self._checks: dict[bytes, BlockCheck] = {}
         self._fetching: set[bytes] = set()
         self._prevotes: dict[int, _VoteSet] = {}
@@ -884,9 +948,7 @@ class Engine:
         self._prevote_timer = False
         self._precommit_timer = False
         self._waiting_content = False
-        self._own_proposal = None
-        self._own_prevote = None
-        self._own_precommit = None
+        self._own: dict[int, list[Proposal | Vote]] = {}  # round -> our signed messages
         self._ahead = {i: h for i, h in self._ahead.items() if h > self._height}
 
     def _replay_future(self) -> None:

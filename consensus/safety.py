@@ -13,6 +13,19 @@ its own durable record of the last (height, round, step) it signed, writes it
 Signing exactly the same bytes again returns the stored signature, so a restarted
 validator can resend the vote it cast before the crash. Steps order
 propose < prevote < precommit (`Step`).
+
+The record also keeps what a restarted engine needs to carry on where it stopped
+(`Engine.start` reads it back):
+
+- the validator's *lock* at that height: the round and block of its latest precommit
+  for a block (Tendermint's lockedRound / lockedValue). The lock keeps a validator from
+  prevoting a block that conflicts with one that may already be committed; one that
+  forgot its lock in a crash would be as dangerous as a byzantine one. The locked
+  block itself is kept when the engine hands it over, so that the validator can still
+  propose it: a lock on a block nobody can propose any more can stall the height;
+- the votes it signed in the latest two rounds it signed in, so that it can send them
+  again: peers may never have received them, and without them the others may wait
+  forever for a 2f+1 that includes this validator.
 """
 
 from __future__ import annotations
@@ -26,17 +39,32 @@ from consensus.codec import (
     expect_bytes,
     expect_int,
     expect_list,
+    expect_optional_bytes,
 )
 from consensus.errors import SafetyViolation
-from consensus.types import MAX_HEIGHT, MAX_ROUND, SIGNATURE_SIZE, Proposal, Step, Vote
+from consensus.types import (
+    HASH_SIZE,
+    MAX_HEIGHT,
+    MAX_ROUND,
+    SIGNATURE_SIZE,
+    Block,
+    Proposal,
+    Step,
+    Vote,
+    VoteKind,
+)
 from crypto import PrivateKey
 
+MAX_KEPT_VOTES = 4  # prevote and precommit of the latest two rounds signed in
 _STEP_NAMES = {Step.PROPOSE: "propose", Step.PREVOTE: "prevote", Step.PRECOMMIT: "precommit"}
 
 
 @dataclass(frozen=True)
 class SafetyState(WireMessage):
-    """The last thing signed: its (height, round, step), sign bytes and signature.
+    """The last thing signed: its (height, round, step), sign bytes and signature; the
+    lock held at that height (``lock_round`` -1 and ``lock_hash`` None: no lock) and the
+    locked block if known; and ``votes``, the votes signed at this height in the latest
+    two rounds signed in, in signing order.
 
     A WireMessage so that the node can persist it as one msgpack record.
     """
@@ -48,15 +76,25 @@ class SafetyState(WireMessage):
     step: Step
     sign_bytes: bytes
     signature: bytes
+    lock_round: int = -1
+    lock_hash: bytes | None = None
+    lock_block: Block | None = None
+    votes: tuple[Vote, ...] = ()
 
     def to_fields(self) -> list[Any]:
-        return [self.height, self.round, int(self.step), self.sign_bytes, self.signature]
+        return [self.height, self.round, int(self.step), self.sign_bytes, self.signature,
+                self.lock_round, self.lock_hash,
+                None if self.lock_block is None else self.lock_block.to_fields(),
+                [v.to_fields() for v in self.votes]]
 
     @classmethod
     def from_fields(cls, fields: list[Any]) -> SafetyState:
-        expect_list(fields, "SafetyState", length=5)
+        expect_list(fields, "SafetyState", length=9)
         step = expect_int(fields[2], "safety step", lo=0, hi=2)
-        return cls(fields[0], fields[1], Step(step), fields[3], fields[4])
+        block = None if fields[7] is None else Block.from_fields(fields[7])
+        votes = expect_list(fields[8], "safety votes", max_len=MAX_KEPT_VOTES)
+        return cls(fields[0], fields[1], Step(step), fields[3], fields[4], fields[5], fields[6],
+                   block, tuple(Vote.from_fields(v) for v in votes))
 
     def validate(self) -> None:
         expect_int(self.height, "safety height", lo=1, hi=MAX_HEIGHT)
@@ -65,6 +103,24 @@ class SafetyState(WireMessage):
             raise CodecError(f"safety step must be a Step, got {self.step!r}")
         expect_bytes(self.sign_bytes, "safety sign_bytes", max_size=4096)
         expect_bytes(self.signature, "safety signature", size=SIGNATURE_SIZE)
+        expect_int(self.lock_round, "safety lock_round", lo=-1, hi=self.round)
+        if (self.lock_round == -1) != (self.lock_hash is None):
+            raise CodecError("safety lock_round and lock_hash must be set together")
+        expect_optional_bytes(self.lock_hash, "safety lock_hash", HASH_SIZE)
+        if self.lock_block is not None:
+            if not isinstance(self.lock_block, Block):
+                raise CodecError("safety lock_block must be a Block")
+            self.lock_block.validate()
+            if self.lock_block.hash() != self.lock_hash:
+                raise CodecError("safety lock_block is not the locked block")
+        if type(self.votes) is not tuple or len(self.votes) > MAX_KEPT_VOTES:
+            raise CodecError(f"safety votes must be a tuple of at most {MAX_KEPT_VOTES} votes")
+        for v in self.votes:
+            if not isinstance(v, Vote):
+                raise CodecError("safety votes must hold Votes")
+            v.validate()
+            if v.height != self.height or v.round > self.round:
+                raise CodecError("safety votes must be of the state's height, not above its round")
 
 
 class SafetyStore(Protocol):
@@ -111,6 +167,25 @@ class SafetyRules:
         """The last signed (height, round, step), or None if this key never signed."""
         return self._state
 
+    def lock(self, height: int) -> tuple[int, bytes | None]:
+        """(lock round, locked block hash) held at `height`; (-1, None) when none."""
+        st = self._state
+        if st is None or st.height != height:
+            return -1, None
+        return st.lock_round, st.lock_hash
+
+    def locked_block(self, height: int) -> Block | None:
+        """The block locked on at `height`, if the engine handed it over."""
+        st = self._state
+        return st.lock_block if st is not None and st.height == height else None
+
+    def signed_votes(self, height: int) -> tuple[Vote, ...]:
+        """The votes signed at `height` in the latest two rounds signed in, oldest first."""
+        st = self._state
+        if st is None or st.height != height:
+            return ()
+        return st.votes
+
     def sign_proposal(self, proposal: Proposal) -> Proposal:
         """`proposal` with its signature filled in; raises SafetyViolation (see module doc)."""
         if proposal.proposer != self.public_key:
@@ -119,21 +194,30 @@ class SafetyRules:
                 f"{proposal.proposer.hex()[:16]}, not this signer's key {self.public_key.hex()[:16]}"
             )
         sig = self._sign(proposal.height, proposal.round, Step.PROPOSE,
-                         proposal.sign_bytes(self.chain_id))
+                         proposal.sign_bytes(self.chain_id), None)
         return proposal.with_signature(sig)
 
-    def sign_vote(self, vote: Vote) -> Vote:
-        """`vote` with its signature filled in; raises SafetyViolation (see module doc)."""
+    def sign_vote(self, vote: Vote, block: Block | None = None) -> Vote:
+        """`vote` with its signature filled in; raises SafetyViolation (see module doc).
+
+        For a precommit for a block, pass the `block` to have it kept with the lock.
+        """
+        if block is not None and block.hash() != vote.block_hash:
+            raise ValueError("sign_vote: the block given is not the one voted for")
         if vote.validator != self.public_key:
             raise SafetyViolation(
                 f"{_STEP_NAMES[Step(vote.kind)]} for height {vote.height} round {vote.round} names "
                 f"validator {vote.validator.hex()[:16]}, not this signer's key "
                 f"{self.public_key.hex()[:16]}"
             )
-        sig = self._sign(vote.height, vote.round, Step(vote.kind), vote.sign_bytes(self.chain_id))
+        sig = self._sign(vote.height, vote.round, Step(vote.kind), vote.sign_bytes(self.chain_id),
+                         vote, block)
         return vote.with_signature(sig)
 
-    def _sign(self, height: int, round: int, step: Step, data: bytes) -> bytes:
+    def _sign(self, height: int, round: int, step: Step, data: bytes,
+              vote: Vote | None, block: Block | None = None) -> bytes:
+        """Sign `data` at (height, round, step) if allowed; `vote` is the vote being
+        signed (None for a proposal), remembered with the state."""
         last = self._state
         if last is not None:
             here = (height, round, step)
@@ -152,7 +236,19 @@ class SafetyRules:
                     f"round {last.round}"
                 )
         signature = self._key.sign(data)
-        state = SafetyState(height, round, step, data, signature)
+        lock_round, lock_hash = self.lock(height)
+        lock_block = self.locked_block(height)
+        votes = self.signed_votes(height)
+        if vote is not None:
+            votes = (*votes, vote.with_signature(signature))
+            rounds = sorted({v.round for v in votes})[-2:]
+            votes = tuple(v for v in votes if v.round in rounds)
+            if vote.kind == VoteKind.PRECOMMIT and vote.block_hash is not None:
+                lock_round, lock_hash = round, vote.block_hash
+                if lock_block is None or lock_block.hash() != lock_hash:
+                    lock_block = block
+        state = SafetyState(height, round, step, data, signature, lock_round, lock_hash,
+                            lock_block, votes)
         self._store.save(state)  # durable before the signature leaves
         self._state = state
         return signature

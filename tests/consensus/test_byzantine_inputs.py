@@ -8,7 +8,7 @@ import dataclasses
 
 from consensus_harness import CHAIN, Solo, make_keys, sent_votes, signed_proposal, signed_vote
 
-from consensus import EngineConfig, EvidenceFound, Step, VoteKind
+from consensus import Decide, EngineConfig, EvidenceFound, Step, VoteKind
 
 PV, PC = VoteKind.PREVOTE, VoteKind.PRECOMMIT
 
@@ -131,3 +131,12 @@ def test_future_height_buffer_is_bounded():
         for i in (1, 2, 3):
             s.feed(signed_vote(s.keys[i], PV, 2, r, None))
     assert s.engine.ignored["buffer_full"] == 4
+
+
+def test_block_of_an_equivocating_proposer_can_still_be_decided():
+    s = started()
+    shown, other = s.block(b"shown"), s.block(b"other")
+    s.propose(0, shown)                                 # we prevote `shown`
+    s.propose(0, other)                                 # the others got `other`
+    outs = s.votes(PC, 0, other.hash(), [1, 2, 3])
+    assert [o.block for o in outs if isinstance(o, Decide)] == [other]

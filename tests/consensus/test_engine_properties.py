@@ -93,7 +93,8 @@ def test_an_equivocating_validator_cannot_split_the_others(seed):
             return False
         net.handle(dst, net.engines[dst].on_message(alt))
         if rng.random() < 0.5:  # and sometimes the real one too: equivocation seen
-            if net.engines[dst].height == msg.height:
+            e = net.engines[dst]
+            if e.height == msg.height and e.round >= msg.round:  # not a bounded future round
                 both.add(dst)
             return False
         return True

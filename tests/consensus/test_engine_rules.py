@@ -198,7 +198,8 @@ def test_line28_waits_for_the_polka_of_pol_round():
     s.timeout(0, Step.PRECOMMIT)
     b = s.block(b"b", proposer=1)
     assert sent_votes(s.propose(1, b, pol_round=0), PV) == []  # no polka for b at round 0
-    assert sent_votes(s.timeout(1, Step.PROPOSE), PV) == [(1, 1, None)]
+    # (the timeout also re-sends the round-0 prevote: see test_timeout_resends_the_previous_round)
+    assert sent_votes(s.timeout(1, Step.PROPOSE), PV) == [(1, 0, None), (1, 1, None)]
 
 
 def test_polka_seen_after_precommit_sets_valid_value_without_locking():
@@ -299,3 +300,20 @@ def test_round_skip_to_the_proposers_round():
     outs = s.votes(PV, 2, None, [1])
     assert s.engine.round == 2
     assert sent_votes(outs, PV) == [(1, 2, b.hash())]  # and line 22 applies at once
+
+
+def test_timeout_resends_the_previous_round():
+    """Others may wait in the round we left for our precommit there (lost earlier)."""
+    s = started()
+    s.timeout(0, Step.PROPOSE)
+    s.votes(PV, 0, None, [1, 2])                      # precommit nil at round 0
+    s.votes(PC, 0, None, [3])
+    s.votes(PC, 0, s.block().hash(), [2])
+    s.timeout(0, Step.PRECOMMIT)                      # round 1
+    s.timeout(1, Step.PROPOSE)                        # prevote nil at round 1
+    s.votes(PV, 1, None, [1, 2])                      # precommit nil at round 1
+    s.votes(PC, 1, None, [1, 2])
+    s.timeout(1, Step.PRECOMMIT)                      # round 2
+    s.timeout(2, Step.PROPOSE)                        # prevote nil at round 2
+    outs = s.timeout(2, Step.PROPOSE)                 # the re-broadcast timer
+    assert {(v.kind, v.round) for v in sent(outs)} == {(PV, 1), (PC, 1), (PV, 2)}

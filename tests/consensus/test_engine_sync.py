@@ -158,36 +158,51 @@ def test_restarted_validator_resumes_without_double_signing():
     for _ in range(6):                      # part of height 3 happens
         net.deliver_one()
     h, prev = net.engines[2].height, net.engines[2].prev_block_hash
-    old_round = net.engines[2].round
+    state = net.stores[2].load()
     net.engines[2] = net.new_engine(2, height=h, prev=prev)   # crash + restart, same store
     net.handle(2, net.engines[2].start())
-    assert net.engines[2].round == old_round
+    assert net.engines[2].round == (state.round if state.height == h else 0)
     net.run(7)
     for i in range(4):
         assert [b.hash() for b in net.decided[i][:6]] == [b.hash() for b in net.decided[0][:6]]
     signed: dict[tuple, bytes] = {}
     for o in net.log[2]:
-        if isinstance(o, Broadcast) and isinstance(o.message, Vote):
+        if isinstance(o, Broadcast) and isinstance(o.message, Vote) and o.message.validator == net.keys[2].public_key:
             v = o.message
             key = (v.kind, v.height, v.round)
             assert signed.setdefault(key, v.block_hash) == v.block_hash
 
 
-def test_restart_after_voting_resends_the_same_vote_and_refuses_others():
+def test_restart_resumes_the_round_with_its_lock_and_resends_its_votes():
     s = Solo()
     s.start()
     b = s.block()
-    s.propose(0, b)                         # prevote b at (1, 0)
-    restarted = Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source,
-                       height=1)
-    restarted.start()
-    outs = restarted.on_message(signed_proposal(s.keys[1], 1, 0, b))
-    assert sent_votes(outs, PV) == [(1, 0, b.hash())]  # identical re-sign
+    s.propose(0, b)
+    s.votes(PV, 0, b.hash(), [1, 2])        # locked on b at round 0, precommit b
+    s.votes(PC, 0, None, [1, 2])
+    s.timeout(0, Step.PRECOMMIT)            # round 1: nothing signed there yet
+    assert s.engine.round == 1 and s.engine.locked_round == 0
+    restarted = Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=1)
+    outs = restarted.start()
+    assert (restarted.round, restarted.step) == (0, Step.PRECOMMIT)   # last round signed in
+    assert (restarted.locked_round, restarted.locked_block_hash) == (0, b.hash())
+    assert sent_votes(outs, PV) == [(1, 0, b.hash())] and sent_votes(outs, PC) == [(1, 0, b.hash())]
+    restarted.on_message(signed_vote(s.keys[1], PC, 1, 0, None))
+    restarted.on_message(signed_vote(s.keys[2], PC, 1, 0, None))
+    restarted.on_timeout(1, 0, Step.PRECOMMIT)
+    other = make_block(s.vset, s.pks[2], tag=b"other")
+    outs = restarted.on_message(signed_proposal(s.keys[2], 1, 1, other))
+    assert sent_votes(outs, PV) == [(1, 1, None)]           # the lock survived the crash
     again = Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=1)
-    again.start()
-    outs = again.on_timeout(1, 0, Step.PROPOSE)        # would be a nil prevote: refused
-    assert sent_votes(outs, PV) == [] and again.signing_refused == 1
-    assert again.step is Step.PREVOTE
+    outs = again.start()
+    assert (again.round, again.step) == (1, Step.PREVOTE)
+    assert sent_votes(outs, PV) == [(1, 0, b.hash()), (1, 1, None)]   # the last two rounds
+    assert sent_votes(outs, PC) == [(1, 0, b.hash())]
+    assert again.on_timeout(1, 1, Step.PROPOSE)            # no double sign, nothing refused
+    assert again.signing_refused == 0
+    # the store's lock belongs to height 1 only
+    assert Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=2,
+                  prev_block_hash=b.hash()).locked_round == -1
 
 
 def test_observer_follows_without_signing():

@@ -127,3 +127,18 @@ def test_refuses_to_sign_for_another_key():
         rules.sign_vote(Vote(VoteKind.PREVOTE, 1, 0, B1, other))
     with pytest.raises(SafetyViolation, match="not this signer"):
         rules.sign_proposal(Proposal(1, 0, -1, make_block(VSET, PK), other))
+
+
+def test_the_lock_is_kept_with_the_state_until_the_height_changes():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    assert rules.lock(3) == (-1, None)
+    rules.sign_vote(vote(VoteKind.PRECOMMIT, 3, 1, B1))
+    assert rules.lock(3) == (1, B1)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 3, 2, None))
+    rules.sign_vote(vote(VoteKind.PRECOMMIT, 3, 2, None))   # nil precommits do not unlock
+    assert SafetyRules(KEY, store, CHAIN).lock(3) == (1, B1)
+    rules.sign_vote(vote(VoteKind.PRECOMMIT, 3, 4, B2))     # a newer polka re-locks
+    assert rules.lock(3) == (4, B2) and rules.lock(4) == (-1, None)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 4, 0, B1))
+    assert store.state.lock_round == -1 and store.state.lock_hash is None
