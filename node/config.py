@@ -449,6 +449,14 @@ class NodeConfig:
                 f"[mempool] max_tx_bytes = {self.mempool.max_tx_bytes} exceeds [rpc] "
                 f"max_body_bytes = {self.rpc.max_body_bytes}: such a tx could not be submitted"
             )
+        c = self.consensus
+        if max(c.block_interval_ms, c.empty_block_interval_ms) >= c.timeout_propose_ms:
+            raise ConfigError(
+                f"[consensus] block_interval_ms = {c.block_interval_ms} and "
+                f"empty_block_interval_ms = {c.empty_block_interval_ms} must stay below "
+                f"timeout_propose_ms = {c.timeout_propose_ms}: the other validators would give "
+                "up on a proposer that is only pacing"
+            )
         if self.p2p.listen == self.rpc.listen and not self.p2p.listen.endswith(":0"):
             raise ConfigError(f"[p2p] listen and [rpc] listen are both {self.p2p.listen}")
 

@@ -30,7 +30,7 @@ from node.apps import (
 from node.storage import StoredAppState
 from node.stores import open_storage
 from node.tx import decode_batch, decode_tx
-from node.wire import decode_block
+from node.wire import decode_block, decode_certificate
 
 # Codes after which the sender's nonce has moved on (see node.apps).
 _NONCE_CONSUMED = (CODE_OK, CODE_INSUFFICIENT_FUNDS, CODE_BALANCE_OVERFLOW)
@@ -67,6 +67,10 @@ class Executor:
         height = header.height
         if height != self.app.height + 1:
             raise ValueError(f"executor at height {self.app.height} got block {height}")
+        cert = decode_certificate(cert_bytes)
+        if cert.height != height or cert.block_hash != block.hash():
+            raise ValueError(f"block {height}: the commit certificate is for height "
+                             f"{cert.height}, block {cert.block_hash.hex()[:16]}, not this block")
         expected = self.app.app_hash()
         if header.app_hash != expected:
             raise AppHashMismatch(

@@ -72,7 +72,7 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
             return await awaitable
     try:
         return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TimeoutError(f"timed out after {seconds} s") from None
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from crypto import PrivateKey
 from node.config import (
@@ -61,7 +61,7 @@ def test_write_and_load_config_round_trip(tmp_path):
                  "byzantine": "silent"},
         "p2p": {"listen": "[::1]:0", "peers": [f"{PK}@10.0.0.2:26656", f"{'cd' * 32}@h:1"]},
         "ray": {"address": "10.0.0.1:6379", "verifier_resources": {"gpu-box": 1, "CPU": 0.5}},
-        "consensus": {"timeout_propose_ms": 1},
+        "consensus": {"timeout_propose_ms": 700},
     })
     write_config(tmp_path, cfg)
     loaded = load_config(tmp_path)
@@ -241,3 +241,8 @@ def test_genesis_checks_the_config_is_for_its_chain():
     cfg.node.app = "kvstore"
     with pytest.raises(GenesisError, match="app"):
         genesis.check_config(cfg)
+
+
+def test_pacing_must_stay_below_the_propose_timeout():
+    with pytest.raises(ConfigError, match="must stay below timeout_propose_ms"):
+        apply_overrides(NodeConfig(), {"consensus": {"timeout_propose_ms": 400}})
