@@ -58,7 +58,7 @@ class EvilPeer:
                 pass
         try:
             await asyncio.wait_for(drain_until_eof(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
