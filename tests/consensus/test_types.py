@@ -72,6 +72,8 @@ def test_every_type_round_trips_through_the_codec():
         SyncRequest(5),
         SyncResponse(BLOCK, certificate([0, 1, 2])),
         SafetyState(1, 0, Step.PREVOTE, vote.sign_bytes(CHAIN), vote.signature),
+        SafetyState(1, 0, Step.PRECOMMIT, other.sign_bytes(CHAIN), other.signature, 0, BH, BLOCK,
+                    (vote, other)),
     ]
     for msg in messages:
         roundtrip(msg)
@@ -339,3 +341,20 @@ def test_duplicate_vote_evidence_verifies():
                               signed_vote(stranger, VoteKind.PREVOTE, 1, 0, BH)).verify(CHAIN, VSET)
     with pytest.raises(InvalidMessage, match="malformed"):
         DuplicateVoteEvidence(a, a).verify(CHAIN, VSET)
+
+
+def test_safety_state_validate_refuses_bad_shapes():
+    v = signed_vote(KEYS[0], VoteKind.PRECOMMIT, 2, 1, BH)
+    good = SafetyState(2, 1, Step.PRECOMMIT, v.sign_bytes(CHAIN), v.signature, 1, BH, None, (v,))
+    good.validate()
+    for bad in [
+        dataclasses.replace(good, lock_round=2),                  # lock above the round
+        dataclasses.replace(good, lock_hash=None),                # round without hash
+        dataclasses.replace(good, lock_block=make_block(VSET, PK[1], tag=b"other")),
+        dataclasses.replace(good, votes=(v, v, v, v, v)),
+        dataclasses.replace(good, votes=(signed_vote(KEYS[0], VoteKind.PREVOTE, 3, 0, None),)),
+        dataclasses.replace(good, signature=b"short"),
+        dataclasses.replace(good, step=5),
+    ]:
+        with pytest.raises(CodecError):
+            bad.validate()
