@@ -12,11 +12,11 @@ Departures from the paper's pseudo-code, all for a real network:
 
 - Every `StartRound` schedules the propose timeout, the proposer's included (the paper
   has only non-proposers do so), and when a timeout fires for the current round the
-  engine re-broadcasts its own proposal and votes of that round; if no timeout of the
-  current round is left pending it schedules another propose timeout, which (the step
-  being past propose by then) only re-broadcasts. So a round whose messages were all
-  lost is retried for as long as it lasts, and 2f+1 prevotes are never waited for in
-  silence.
+  engine re-broadcasts its own proposal and votes of that round and of the round it
+  signed in before (see `_rebroadcast`); if no timeout of the current round is left
+  pending it schedules another propose timeout, which (the step being past propose by
+  then) only re-broadcasts. So a round whose messages were all lost is retried for as
+  long as it lasts, and 2f+1 prevotes are never waited for in silence.
 - In place of the paper's gossip assumption (what one correct process received, all
   eventually receive), the engine relays the one set of other validators' messages that
   liveness needs: the prevotes proving its valid value's polka, sent with a
@@ -38,6 +38,8 @@ Departures from the paper's pseudo-code, all for a real network:
 - For memory safety against byzantine validators, each validator may occupy at most
   `EngineConfig.max_future_rounds` rounds above ours at a time; more are ignored until
   we move up (its timeouts re-broadcast them later).
+- Crash recovery without a write-ahead log: SafetyRules keeps the lock, the locked
+  block and the votes of the last two rounds signed in, and `start` resumes from them.
 """
 
 from __future__ import annotations
@@ -334,13 +336,18 @@ class Engine:
         if self._started:
             return out
         self._started = True
+        self._begin_height()
+        self._advance()
+        return out
+
+    def _begin_height(self) -> None:
+        """StartRound(0), unless SafetyRules shows we signed at this height before a crash
+        (possibly reached again through block sync): then resume from its record."""
         state = self._signer.state if self._signer is not None else None
         if state is not None and state.height == self._height and self._me is not None:
             self._resume(state.round)
         else:
             self._start_round(0)
-        self._advance()
-        return out
 
     def _resume(self, round: int) -> None:
         assert self._signer is not None and self._me is not None
@@ -737,7 +744,7 @@ class Engine:
         self._reset_height()
         self.evidence.prune(self._height)
         if self._started:
-            self._start_round(0)
+            self._begin_height()
             self._replay_future()
 
     def _check(self, block: Block) -> BlockCheck:

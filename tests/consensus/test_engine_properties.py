@@ -16,16 +16,21 @@ SETTINGS = settings(max_examples=25, deadline=None,
 
 
 def run_shuffled(net: Net, rng: random.Random, height: int, max_events: int = 20_000,
-                 loss: float = 0.0, early_timer: float = 0.05) -> None:
-    """Deliver queued messages in random order (some lost), firing timers now and then
-    even while messages are pending, until every live node reached `height`."""
+                 loss: float = 0.0, early_timer: float = 0.05, gst: int = 3_000) -> None:
+    """Deliver queued messages in random order until every live node reached `height`.
+
+    Before `gst` events, some messages are lost and timers fire now and then even while
+    messages are pending (arbitrary delays); after it, nothing is lost and a timer fires
+    only once the queue is empty (the network is synchronous again).
+    """
     live = [i for i in range(len(net.engines)) if i not in net.down]
-    for _ in range(max_events):
+    for event in range(max_events):
         if all(net.engines[i].height >= height for i in live):
             return
-        if net.queue and rng.random() >= early_timer:
+        stable = event >= gst
+        if net.queue and (stable or rng.random() >= early_timer):
             index = rng.randrange(len(net.queue))
-            if rng.random() < loss:
+            if not stable and rng.random() < loss:
                 del net.queue[index]
             else:
                 net.deliver_one(index)

@@ -214,3 +214,15 @@ def test_observer_follows_without_signing():
     assert sent(net.log[4]) == [] and sent(net.log[4], object) == []
     assert [b.hash() for b in net.decided[4]] == [b.hash() for b in net.decided[0][:3]]
     assert MemorySafetyStore().load() is None
+
+
+def test_a_height_reached_by_sync_resumes_from_what_was_signed_there():
+    net = run_net(3)
+    (b1, c1) = net.engines[0].decided(1)
+    s = Solo(me=0)
+    # this validator signed at height 2 before a crash that lost its copy of block 1
+    s.engine._signer.sign_vote(Vote(VoteKind.PREVOTE, 2, 0, None, s.pks[0]))
+    s.start()
+    outs = s.engine.on_certified_block(b1, c1)
+    assert s.engine.height == 2 and (s.engine.round, s.engine.step) == (0, Step.PREVOTE)
+    assert sent_votes(outs, PV) == [(2, 0, None)] and s.engine.signing_refused == 0
