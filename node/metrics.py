@@ -39,6 +39,9 @@ class NodeMetrics:
             registry=r, buckets=FINALITY_BUCKETS)
         self.evidence = Counter("bftnode_evidence", "Duplicate-vote evidence detected",
                                 registry=r)
+        self.evidence_committed = Counter("bftnode_evidence_committed",
+                                          "Duplicate-vote evidence included in committed blocks",
+                                          registry=r)
         self.http_rejected = Counter("bftnode_http_rejected", "HTTP requests refused, by reason",
                                      ["reason"], registry=r)
         self.sync_blocks = Counter("bftnode_sync_blocks", "Blocks obtained by block sync",

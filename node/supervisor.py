@@ -31,10 +31,10 @@ from typing import Any
 import msgpack
 
 from consensus.codec import CodecError, Limits
-from consensus.types import Proposal, Vote
+from consensus.types import DuplicateVoteEvidence, Proposal, Vote
 from crypto import address, load_private_key
 from node.actors.blockstore import BlockStore
-from node.actors.consensus_host import ConsensusHost
+from node.actors.consensus_host import ConsensusHost, is_batch_digest
 from node.actors.executor import Executor
 from node.actors.mempool import Mempool, MempoolLimits
 from node.actors.verifier_pool import VerifierPool, VerifierWorker
@@ -142,7 +142,10 @@ class Node:
         self.consensus = rt.spawn(
             f"consensus-{ns}", ConsensusHost, data_dir, str(cfg.node_key_path), self.chain_id,
             validators, timeouts, c.max_block_batches, map_size, genesis_app_hash,
-            c.block_interval_ms, c.empty_block_interval_ms)
+            c.block_interval_ms, c.empty_block_interval_ms, cfg.node.byzantine)
+        if cfg.node.byzantine:
+            log.warning("BYZANTINE TEST MODE %r: this node misbehaves on purpose",
+                        cfg.node.byzantine)
         self.height, self.block_hash, self.app_hash = await self.blockstore.call("latest")
         if not self.app_hash:
             self.app_hash = genesis_app_hash
@@ -255,7 +258,15 @@ class Node:
                 self._request_sync(out[2])
             elif kind == "evidence":
                 self.metrics.evidence.inc()
-                log.warning("duplicate-vote evidence detected (%d bytes)", len(out[1]))
+                log.warning("duplicate-vote evidence detected; gossiping it to peers")
+                self.network.broadcast(out[1])
+            elif kind == "equivocate":
+                # Byzantine test mode: half the peers get A then B, the others B then A.
+                peers = sorted(self.network.connected_peers())
+                for i, peer in enumerate(peers):
+                    first, second = (out[1], out[2]) if i < len(peers) // 2 else (out[2], out[1])
+                    self.network.send(peer, first)
+                    self.network.send(peer, second)
 
     def _fire_timer(self, key: tuple[int, int, int]) -> None:
         self._timers.pop(key, None)
@@ -284,7 +295,7 @@ class Node:
             self.metrics.messages_rejected.labels("malformed").inc()
             log.debug("malformed message from %s: %s", address(peer), exc)
             return
-        if isinstance(msg, (Proposal, Vote)):
+        if isinstance(msg, (Proposal, Vote, DuplicateVoteEvidence)):
             self._to_consensus(["msg", payload])
         elif isinstance(msg, BatchGossip):
             try:
@@ -419,7 +430,10 @@ class Node:
         from node.wire import decode_block
 
         block = decode_block(block_bytes)
-        digests = list(block.payload)
+        digests = [d for d in block.payload if is_batch_digest(d)]
+        evidence = len(block.payload) - len(digests)
+        if evidence:
+            self.metrics.evidence_committed.inc(evidence)
         batches = await self._collect_batches(block.header.proposer, digests)
         try:
             result = await self.executor.call(
@@ -555,7 +569,8 @@ class Node:
             counter.inc(max(0, n - counter._value.get()))
         if self.verifier.seconds > 0:
             self.metrics.verify_rate.set(self.verifier.verified / self.verifier.seconds)
-        h, r, _step, _host_rejected, _engine_rejected = await self.consensus.call("status")
+        _h, r, _step, _host_rejected, _engine_rejected, *_evidence = await self.consensus.call(
+            "status")
         self.metrics.round.set(r)
 
     async def _housekeeping(self) -> None:

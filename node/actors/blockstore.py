@@ -15,6 +15,7 @@ import msgpack
 
 from consensus.types import Block, BlockHeader, CommitCertificate
 from crypto.hashing import merkle_proof
+from node.actors.consensus_host import decode_evidence, is_batch_digest
 from node.stores import open_storage
 from node.tx import decode_batch
 from node.wire import decode_block, decode_certificate
@@ -75,7 +76,16 @@ class BlockStore:
             return None
         block, cert = loaded
         tx_hashes: list[str] = []
+        evidence = []
         for digest in block.payload:
+            if not is_batch_digest(digest):
+                ev = decode_evidence(digest)
+                evidence.append({
+                    "validator": ev.validator.hex(), "height": ev.vote_a.height,
+                    "round": ev.vote_a.round, "kind": int(ev.vote_a.kind),
+                    "block_hash_a": ev.vote_a.block_hash.hex() if ev.vote_a.block_hash else None,
+                    "block_hash_b": ev.vote_b.block_hash.hex() if ev.vote_b.block_hash else None})
+                continue
             encoded = self.storage.batch(digest)
             if encoded is not None:
                 tx_hashes.extend(h.hex() for h in decode_batch(encoded).tx_hashes())
@@ -84,6 +94,7 @@ class BlockStore:
             "block_hash": block.hash().hex(),
             "payload": [d.hex() for d in block.payload],
             "tx_hashes": tx_hashes,
+            "evidence": evidence,
             "commit": certificate_json(cert),
         }
 
@@ -98,6 +109,8 @@ class BlockStore:
             return None
         block, cert = self._load(rec.height)
         for batch_index, digest in enumerate(block.payload):
+            if not is_batch_digest(digest):
+                continue
             batch = decode_batch(self.storage.batch(digest))
             hashes = batch.tx_hashes()
             if tx_hash in hashes:
@@ -123,7 +136,7 @@ class BlockStore:
             if raw is None:
                 break
             block = decode_block(raw[0])
-            batches = [self.storage.batch(d) for d in block.payload]
+            batches = [self.storage.batch(d) for d in block.payload if is_batch_digest(d)]
             if any(b is None for b in batches):
                 break
             out.append([raw[0], raw[1], batches])

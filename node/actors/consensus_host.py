@@ -19,7 +19,7 @@ signature leaves this class: a validator that crashes right after voting and
 restarts can never sign a conflicting vote.
 
 Inputs (packed list of records):
-    ["msg", encoded]                 a Proposal or Vote from a peer (already decoded once
+    ["msg", encoded]                 a Proposal, Vote or DuplicateVoteEvidence from a peer (already decoded once
                                      by the supervisor for routing; re-decoded here)
     ["timeout", height, round, step]
     ["batches", [digest...]]         batches this node now holds
@@ -32,7 +32,8 @@ Outputs (packed list of records):
     ["decide", block, cert]
     ["fetch", [missing digests], proposer_pk]
     ["sync", height, validator_pk]
-    ["evidence", encoded]
+    ["evidence", encoded]           new duplicate-vote evidence (gossiped to peers)
+    ["equivocate", encoded_a, encoded_b]   byzantine test mode: two conflicting messages
     ["wake", delay_ms]               send ["ready"] after delay_ms (proposal pacing)
 """
 
@@ -58,10 +59,11 @@ from consensus.engine import (
     ScheduleTimeout,
     SyncNeeded,
 )
+from consensus.errors import InvalidMessage
 from consensus.safety import SafetyRules, SafetyState
-from consensus.types import CONSENSUS_MESSAGES, Block, Proposal, Vote
+from consensus.types import CONSENSUS_MESSAGES, Block, DuplicateVoteEvidence, Proposal, Vote
 from consensus.validators import Validator, ValidatorSet
-from crypto import load_private_key
+from crypto import load_private_key, sha256
 from node.storage import LmdbSafetyStore
 from node.stores import open_storage
 from node.wire import decode_block, decode_certificate
@@ -69,6 +71,27 @@ from node.wire import decode_block, decode_certificate
 log = logging.getLogger(__name__)
 
 _RECENT_COMMITTED_DIGESTS = 100_000
+_MAX_PENDING_EVIDENCE = 1_000
+MAX_BLOCK_EVIDENCE = 16
+BATCH_DIGEST_SIZE = 32
+
+
+def is_batch_digest(item: bytes) -> bool:
+    """Block payload items are 32-byte batch digests or encoded evidence (always longer)."""
+    return len(item) == BATCH_DIGEST_SIZE
+
+
+def evidence_key(ev: DuplicateVoteEvidence) -> bytes:
+    """One key per equivocation whichever order its two votes come in."""
+    a, b = sorted((ev.vote_a.encode(), ev.vote_b.encode()))
+    return sha256(a + b)
+
+
+def decode_evidence(item: bytes) -> DuplicateVoteEvidence:
+    msg = CONSENSUS_MESSAGES.decode(item)
+    if not isinstance(msg, DuplicateVoteEvidence):
+        raise CodecError("payload item is neither a batch digest nor duplicate-vote evidence")
+    return msg
 
 
 def decode_safety_state(raw: bytes) -> SafetyState:
@@ -84,8 +107,12 @@ class ConsensusHost:
     def __init__(self, data_dir: str, key_path: str, chain_id: str,
                  validators: list[tuple[bytes, int]], timeouts: dict[str, int],
                  max_block_batches: int, map_size: int, genesis_app_hash: bytes,
-                 block_interval_ms: int = 0, empty_block_interval_ms: int = 500) -> None:
+                 block_interval_ms: int = 0, empty_block_interval_ms: int = 500,
+                 byzantine: str = "") -> None:
+        if byzantine not in ("", "equivocate", "silent"):
+            raise ValueError(f"unknown byzantine mode {byzantine!r}")
         self.chain_id = chain_id
+        self.byzantine = byzantine
         self.storage = open_storage(data_dir, map_size=map_size)
         self.key = load_private_key(key_path)
         self.validators = ValidatorSet(tuple(Validator(pk, power) for pk, power in validators))
@@ -108,6 +135,11 @@ class ConsensusHost:
         # Batches held by this node and not yet committed, in arrival order.
         self.ready: OrderedDict[bytes, None] = OrderedDict()
         self.committed_digests: OrderedDict[bytes, None] = OrderedDict()
+        # Duplicate-vote evidence seen and not yet in a block; and evidence already in one.
+        self.evidence_pending: OrderedDict[bytes, bytes] = OrderedDict()
+        self.evidence_committed: OrderedDict[bytes, None] = OrderedDict()
+        self.evidence_found = 0
+        self.evidence_in_blocks = 0
         self.engine = Engine(
             chain_id=chain_id,
             validators=self.validators,
@@ -138,8 +170,10 @@ class ConsensusHost:
         if wait_ms > 0:
             self._wake_ms = max(1, int(wait_ms))
             return None
-        payload = tuple(d for d, _ in zip(self.ready, range(self.max_block_batches),
-                                          strict=False))
+        evidence = [e for e, _ in zip(self.evidence_pending.values(),
+                                      range(MAX_BLOCK_EVIDENCE), strict=False)]
+        payload = tuple(evidence) + tuple(
+            d for d, _ in zip(self.ready, range(self.max_block_batches), strict=False))
         return ProposalContent(payload=payload, time_ms=int(time.time() * 1000),
                                app_hash=app_hash)
 
@@ -149,16 +183,43 @@ class ConsensusHost:
             return BlockCheck.INVALID
         if len(block.payload) != len(set(block.payload)):
             return BlockCheck.INVALID
-        if any(len(d) != 32 or d in self.committed_digests for d in block.payload):
+        digests = [d for d in block.payload if is_batch_digest(d)]
+        if any(d in self.committed_digests for d in digests):
+            return BlockCheck.INVALID
+        evidence = [d for d in block.payload if not is_batch_digest(d)]
+        if len(evidence) > MAX_BLOCK_EVIDENCE or not self._evidence_valid(evidence):
             return BlockCheck.INVALID
         app_hash = self.app_hashes.get(header.height - 1)
         if app_hash is None:
             return BlockCheck.MISSING  # our executor has not finished the previous block
         if header.app_hash != app_hash:
             return BlockCheck.INVALID
-        if any(d not in self.ready for d in block.payload):
+        if any(d not in self.ready for d in digests):
             return BlockCheck.MISSING
         return BlockCheck.VALID
+
+    def _evidence_valid(self, items: list[bytes]) -> bool:
+        keys = set()
+        for item in items:
+            try:
+                ev = decode_evidence(item)
+                ev.verify(self.chain_id, self.validators)
+            except (CodecError, InvalidMessage):
+                return False
+            key = evidence_key(ev)
+            if key in self.evidence_committed or key in keys:
+                return False
+            keys.add(key)
+        return True
+
+    def _add_evidence(self, ev: DuplicateVoteEvidence) -> bool:
+        key = evidence_key(ev)
+        if key in self.evidence_committed or key in self.evidence_pending:
+            return False
+        self.evidence_pending[key] = ev.encode()
+        while len(self.evidence_pending) > _MAX_PENDING_EVIDENCE:
+            self.evidence_pending.popitem(last=False)
+        return True
 
     # --- the actor interface ---------------------------------------------------------
 
@@ -178,6 +239,13 @@ class ConsensusHost:
                     continue
                 if isinstance(msg, (Proposal, Vote)):
                     outs.extend(self.engine.on_message(msg))
+                elif isinstance(msg, DuplicateVoteEvidence):
+                    try:
+                        msg.verify(self.chain_id, self.validators)
+                    except InvalidMessage as exc:
+                        self._count(f"invalid evidence: {exc}"[:60])
+                        continue
+                    self._add_evidence(msg)
                 else:
                     self._count("unexpected message type")
             elif kind == "timeout":
@@ -223,6 +291,12 @@ class ConsensusHost:
             self._wake_ms = None
         for out in outs:
             if isinstance(out, Broadcast):
+                if self.byzantine == "silent":
+                    continue
+                if self.byzantine == "equivocate" and self._own(out.message):
+                    twin = self._conflicting(out.message)
+                    records.append(["equivocate", out.message.encode(), twin.encode()])
+                    continue
                 records.append(["broadcast", out.message.encode()])
             elif isinstance(out, ScheduleTimeout):
                 records.append(["timeout", out.height, out.round, int(out.step), out.delay_ms])
@@ -230,8 +304,16 @@ class ConsensusHost:
                 block = out.block
                 self.last_commit_wall = time.time()
                 for d in block.payload:
+                    if not is_batch_digest(d):
+                        key = evidence_key(decode_evidence(d))
+                        self.evidence_pending.pop(key, None)
+                        self.evidence_committed[key] = None
+                        self.evidence_in_blocks += 1
+                        continue
                     self.ready.pop(d, None)
                     self.committed_digests[d] = None
+                while len(self.evidence_committed) > _RECENT_COMMITTED_DIGESTS:
+                    self.evidence_committed.popitem(last=False)
                 while len(self.committed_digests) > _RECENT_COMMITTED_DIGESTS:
                     self.committed_digests.popitem(last=False)
                 records.append(["decide", block.encode(), out.certificate.encode()])
@@ -242,14 +324,40 @@ class ConsensusHost:
             elif isinstance(out, SyncNeeded):
                 records.append(["sync", out.height, out.from_validator])
             elif isinstance(out, EvidenceFound):
-                records.append(["evidence", out.evidence.encode()])
+                if self._add_evidence(out.evidence):
+                    self.evidence_found += 1
+                    records.append(["evidence", out.evidence.encode()])
         return msgpack.packb(records)
+
+    # --- byzantine mode (testers only) ------------------------------------------------
+
+    def _own(self, msg: Proposal | Vote) -> bool:
+        signer = msg.proposer if isinstance(msg, Proposal) else msg.validator
+        return signer == self.key.public_key
+
+    def _conflicting(self, msg: Proposal | Vote) -> Proposal | Vote:
+        """A second message for the same (height, round, step), signed with our key
+        directly: what SafetyRules exists to prevent. Only `byzantine = "equivocate"`
+        (a tester's mode) ever gets here."""
+        if isinstance(msg, Proposal):
+            h = msg.block.header
+            block = Block.build(chain_id=h.chain_id, height=h.height, time_ms=h.time_ms + 1,
+                                prev_block_hash=h.prev_block_hash, payload=(),
+                                app_hash=h.app_hash, validators_hash=h.validators_hash,
+                                proposer=h.proposer)
+            twin = Proposal(msg.height, msg.round, msg.pol_round, block, msg.proposer)
+        else:
+            other = sha256(b"equivocation" + (msg.block_hash or b"nil"))
+            twin = Vote(msg.kind, msg.height, msg.round,
+                        None if msg.block_hash is not None else other, msg.validator)
+        return twin.with_signature(self.key.sign(twin.sign_bytes(self.chain_id)))
 
     def status(self) -> list:
         """[height, round, step, rejected counts, engine counters]."""
         e = self.engine
         return [e.height, e.round, int(e.step), dict(self.rejected),
-                dict(getattr(e, "rejected", {}))]
+                dict(getattr(e, "rejected", {})), self.evidence_found, self.evidence_in_blocks,
+                len(self.evidence_pending)]
 
     def decided_raw(self, height: int) -> list | None:
         d = self.engine.decided(height)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import msgpack
 
 from crypto import sha256
+from node.actors.consensus_host import is_batch_digest
 from node.apps import (
     CODE_BAD_SIGNATURE,
     CODE_BALANCE_OVERFLOW,
@@ -81,7 +82,8 @@ class Executor:
         raw_txs: list[bytes] = []
         verdicts: list[int] = []
         stored_batches: list[tuple[bytes, bytes]] = []
-        for digest, (encoded, batch_verdicts) in zip(block.payload, batches, strict=True):
+        digests = [d for d in block.payload if is_batch_digest(d)]
+        for digest, (encoded, batch_verdicts) in zip(digests, batches, strict=True):
             batch = decode_batch(encoded)
             if batch.digest() != digest:
                 raise ValueError(f"block {height}: batch {digest.hex()} content does not match")

@@ -100,7 +100,8 @@ def test_block_json_shape_and_contents(chain, home):
     store = BlockStore(home, MAP_SIZE)
     doc = store.block_json(2)
     block, cert = chain.blocks[1], chain.certs[1]
-    assert set(doc) == {"header", "block_hash", "payload", "tx_hashes", "commit"}
+    assert set(doc) == {"header", "block_hash", "payload", "tx_hashes", "evidence", "commit"}
+    assert doc["evidence"] == []
     h = block.header
     assert doc["header"] == {
         "chain_id": CHAIN, "height": 2, "time_ms": h.time_ms,
