@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from consensus import Broadcast, EvidenceFound, Vote
 
-SETTINGS = settings(max_examples=25, deadline=None,
+SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

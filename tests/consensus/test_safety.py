@@ -142,3 +142,22 @@ def test_the_lock_is_kept_with_the_state_until_the_height_changes():
     assert rules.lock(3) == (4, B2) and rules.lock(4) == (-1, None)
     rules.sign_vote(vote(VoteKind.PREVOTE, 4, 0, B1))
     assert store.state.lock_round == -1 and store.state.lock_hash is None
+
+
+def test_the_locked_block_and_the_last_two_rounds_of_votes_are_kept():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    block = make_block(VSET, PK, tag=b"one")
+    rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, block.hash()))
+    rules.sign_vote(vote(VoteKind.PRECOMMIT, 1, 0, block.hash()), block)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 1, 1, None))
+    restarted = SafetyRules(KEY, store, CHAIN)
+    assert restarted.locked_block(1) == block and restarted.locked_block(2) is None
+    assert [(v.kind, v.round) for v in restarted.signed_votes(1)] == [
+        (VoteKind.PREVOTE, 0), (VoteKind.PRECOMMIT, 0), (VoteKind.PREVOTE, 1)]
+    assert all(verify_one(PK, v.sign_bytes(CHAIN), v.signature) for v in restarted.signed_votes(1))
+    restarted.sign_vote(vote(VoteKind.PREVOTE, 1, 2, None))
+    assert {v.round for v in restarted.signed_votes(1)} == {1, 2}
+    assert restarted.signed_votes(2) == ()
+    with pytest.raises(ValueError):
+        restarted.sign_vote(vote(VoteKind.PRECOMMIT, 1, 3, B2), block)
