@@ -337,6 +337,7 @@ class Engine:
             return out
         self._started = True
         self._begin_height()
+        self._replay_future()  # buffered while not started (e.g. before a sync)
         self._advance()
         return out
 

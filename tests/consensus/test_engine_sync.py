@@ -226,3 +226,14 @@ def test_a_height_reached_by_sync_resumes_from_what_was_signed_there():
     outs = s.engine.on_certified_block(b1, c1)
     assert s.engine.height == 2 and (s.engine.round, s.engine.step) == (0, Step.PREVOTE)
     assert sent_votes(outs, PV) == [(2, 0, None)] and s.engine.signing_refused == 0
+
+
+def test_messages_buffered_before_start_are_replayed_by_start():
+    net = run_net(2)
+    (b1, c1) = net.engines[0].decided(1)
+    s = Solo(me=0)
+    b2 = make_block(s.vset, s.pks[2], height=2, tag=b"two", prev=b1.hash())
+    s.feed(signed_proposal(s.keys[2], 2, 0, b2))      # not started yet, height 1: buffered
+    s.engine.on_certified_block(b1, c1)
+    assert s.engine.height == 2
+    assert sent_votes(s.start(), PV) == [(2, 0, b2.hash())]
