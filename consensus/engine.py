@@ -822,6 +822,11 @@ class Engine:
                 app_hash=content.app_hash, validators_hash=self._validators_hash,
                 proposer=self._my_key,
             )
+            try:
+                block.validate()  # peers would refuse it anyway; better not to sign it
+            except CodecError:
+                self.rejected["bad_proposal_content"] += 1
+                return
             pol_round = -1
         assert self._signer is not None and self._my_key is not None
         try:

@@ -166,9 +166,7 @@ class Block(WireMessage):
         payload = tuple(payload)
         header = BlockHeader(chain_id, height, time_ms, prev_block_hash, merkle_root(payload),
                              app_hash, validators_hash, proposer)
-        block = cls(header, payload)
-        block.__dict__["_ok"] = True  # built here, so the digest matches by construction
-        return block
+        return cls(header, payload)
 
     def hash(self) -> bytes:
         return self.header.hash()

@@ -126,9 +126,9 @@ def test_simulated_throughput_with_real_signatures():
     share must leave room for it. Loose bound here: the machine is shared."""
     net = Net(4)
     net.start()
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: other work on a shared machine does not count
     net.run(101)
-    rate = 100 / (time.perf_counter() - t0)
+    rate = 100 / (time.process_time() - t0)
     assert_agreement(net)
     assert rate > 150, f"{rate:.0f} heights/s"
     assert len(sent(net.log[0], Proposal)) == 25

@@ -99,7 +99,8 @@ def test_an_equivocating_validator_cannot_split_the_others(seed):
         net.handle(dst, net.engines[dst].on_message(alt))
         if rng.random() < 0.5:  # and sometimes the real one too: equivocation seen
             e = net.engines[dst]
-            if e.height == msg.height and e.round >= msg.round:  # not a bounded future round
+            if (alt.block_hash != msg.block_hash and e.height == msg.height
+                    and e.round >= msg.round):  # a real conflict, not a bounded future round
                 both.add(dst)
             return False
         return True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from consensus_harness import Solo, make_block, sent, sent_votes, timeouts
 
-from consensus import Decide, EngineConfig, Proposal, Step, VoteKind
+from consensus import Decide, EngineConfig, Proposal, ProposalContent, Step, VoteKind
 
 PV, PC = VoteKind.PREVOTE, VoteKind.PRECOMMIT
 
@@ -317,3 +317,11 @@ def test_timeout_resends_the_previous_round():
     s.timeout(2, Step.PROPOSE)                        # prevote nil at round 2
     outs = s.timeout(2, Step.PROPOSE)                 # the re-broadcast timer
     assert {(v.kind, v.round) for v in sent(outs)} == {(PV, 1), (PC, 1), (PV, 2)}
+
+
+def test_malformed_content_from_the_source_is_not_proposed():
+    s = Solo(me=1)
+    s.source.proposal_content = lambda height: ProposalContent((b"x",), 5, b"short app hash")
+    outs = s.start()
+    assert sent(outs, Proposal) == [] and s.engine.rejected["bad_proposal_content"] == 1
+    assert sent_votes(s.timeout(0, Step.PROPOSE), PV) == [(1, 0, None)]
