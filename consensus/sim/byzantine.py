@@ -104,7 +104,7 @@ class Equivocator:
     `split(msg, peers)` returns ``(peer, message)`` pairs: one half of the peers
     gets the engine's message, the other half a conflicting one for the same
     (height, round, step); sometimes one peer gets both, so evidence can be
-    found. A conflicting proposal carries a block with a different payload; a
+    found. Messages of other validators that the engine relays go out unchanged. A conflicting proposal carries a block with a different payload; a
     conflicting vote is for that block when this node proposed one at the
     round, else nil (or, for a nil vote, a random hash).
     """
@@ -135,6 +135,9 @@ class Equivocator:
         return replace(unsigned, signature=self.key.sign(unsigned.sign_bytes(self.chain_id)))
 
     def split(self, msg: Any, peers: Sequence[int]) -> list[tuple[int, Any]]:
+        signer = getattr(msg, "validator", None) or getattr(msg, "proposer", None)
+        if signer != self.key.public_key:  # the engine relays another validator's vote
+            return [(p, msg) for p in peers]
         other = self.conflicting(msg)
         self.sent_pairs += 1
         order = list(peers)

@@ -75,3 +75,11 @@ def test_equivocator_splits_peers_between_the_two_versions() -> None:
     versions = {m.block_hash for _, m in sends}
     assert len(versions) == 2 and None in versions
     assert {p for p, _ in sends} == {0, 1, 2, 4, 5, 6}
+
+
+def test_equivocator_relays_other_validators_votes_unchanged() -> None:
+    other = PrivateKey.from_seed(bytes([10]) * 32)
+    vote = Vote(VoteKind.PREVOTE, 2, 0, bytes(32), other.public_key)
+    vote = vote.with_signature(other.sign(vote.sign_bytes(CHAIN)))
+    sends = Equivocator(KEY, CHAIN, random.Random(3)).split(vote, [0, 1, 2])
+    assert sends == [(0, vote), (1, vote), (2, vote)]
