@@ -193,8 +193,8 @@ class SafetyRules:
                 f"proposal for height {proposal.height} round {proposal.round} names proposer "
                 f"{proposal.proposer.hex()[:16]}, not this signer's key {self.public_key.hex()[:16]}"
             )
-        sig = self._sign(proposal.height, proposal.round, Step.PROPOSE,
-                         proposal.sign_bytes(self.chain_id), None)
+        sig, _ = self._sign(proposal.height, proposal.round, Step.PROPOSE,
+                            proposal.sign_bytes(self.chain_id), None)
         return proposal.with_signature(sig)
 
     def sign_vote(self, vote: Vote, block: Block | None = None) -> Vote:
@@ -210,21 +210,22 @@ class SafetyRules:
                 f"validator {vote.validator.hex()[:16]}, not this signer's key "
                 f"{self.public_key.hex()[:16]}"
             )
-        sig = self._sign(vote.height, vote.round, Step(vote.kind), vote.sign_bytes(self.chain_id),
-                         vote, block)
-        return vote.with_signature(sig)
+        sig, signed = self._sign(vote.height, vote.round, Step(vote.kind),
+                                 vote.sign_bytes(self.chain_id), vote, block)
+        return signed if signed is not None else vote.with_signature(sig)
 
     def _sign(self, height: int, round: int, step: Step, data: bytes,
-              vote: Vote | None, block: Block | None = None) -> bytes:
+              vote: Vote | None, block: Block | None = None) -> tuple[bytes, Vote | None]:
         """Sign `data` at (height, round, step) if allowed; `vote` is the vote being
-        signed (None for a proposal), remembered with the state."""
+        signed (None for a proposal), remembered with the state. Returns the signature
+        and, when newly signed, the signed vote as stored."""
         last = self._state
         if last is not None:
             here = (height, round, step)
             before = (last.height, last.round, last.step)
             if here == before:
                 if data == last.sign_bytes:
-                    return last.signature
+                    return last.signature, None
                 raise SafetyViolation(
                     f"refusing to sign a different {_STEP_NAMES[step]} for height {height} "
                     f"round {round}: one was already signed there"
@@ -239,8 +240,10 @@ class SafetyRules:
         lock_round, lock_hash = self.lock(height)
         lock_block = self.locked_block(height)
         votes = self.signed_votes(height)
+        signed = None
         if vote is not None:
-            votes = (*votes, vote.with_signature(signature))
+            signed = vote.with_signature(signature)
+            votes = (*votes, signed)
             rounds = sorted({v.round for v in votes})[-2:]
             votes = tuple(v for v in votes if v.round in rounds)
             if vote.kind == VoteKind.PRECOMMIT and vote.block_hash is not None:
@@ -251,7 +254,7 @@ class SafetyRules:
                             lock_block, votes)
         self._store.save(state)  # durable before the signature leaves
         self._state = state
-        return signature
+        return signature, signed
 
 
 __all__ = ["MemorySafetyStore", "SafetyRules", "SafetyState", "SafetyStore"]

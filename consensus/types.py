@@ -33,7 +33,7 @@ values nested inside them (also tagged, so they can be stored or sent on their o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -231,7 +231,8 @@ class Proposal(WireMessage):
         return sb
 
     def with_signature(self, signature: bytes) -> Proposal:
-        signed = replace(self, signature=signature)
+        signed = Proposal(self.height, self.round, self.pol_round, self.block, self.proposer,
+                          signature)
         if "_sb" in self.__dict__:
             signed.__dict__["_sb"] = self.__dict__["_sb"]
         return signed
@@ -288,7 +289,8 @@ class Vote(WireMessage):
         return sb
 
     def with_signature(self, signature: bytes) -> Vote:
-        signed = replace(self, signature=signature)
+        signed = Vote(self.kind, self.height, self.round, self.block_hash, self.validator,
+                      signature)
         if "_sb" in self.__dict__:
             signed.__dict__["_sb"] = self.__dict__["_sb"]
         return signed
