@@ -9,7 +9,10 @@ F of the N validators (chosen by the seeded RNG) follow one strategy:
   honest nodes over both sides; with F > f the two sides can each form a quorum.
 - ``equivocate``: an engine tracks height and round, but every proposal or vote
   it broadcasts is re-signed with the raw key (bypassing `SafetyRules`) into two
-  conflicting versions, sent to different halves of the peers.
+  conflicting versions, sent to different halves of the peers. Some conflicting
+  proposals carry a block the application rejects (wrong app hash), and block-sync
+  answers are forged: another block, with a certificate whose other signatures
+  are random bytes.
 - ``silent``: never sends anything (a validator that is down from the start).
 - ``crash``: an honest engine that crashes at a random time and may restart.
   Its code is honest, so it stays under the safety checks; it is excluded from
@@ -23,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from consensus.types import CommitCertificate, VoteKind, vote_sign_bytes
 from crypto import PrivateKey, merkle_root
 
 STRATEGIES: tuple[str, ...] = ("twins", "equivocate", "silent", "crash")
@@ -119,10 +123,7 @@ class Equivocator:
     def conflicting(self, msg: Any) -> Any:
         """A validly signed message conflicting with `msg` (same height, round, step)."""
         if hasattr(msg, "block") and not hasattr(msg, "kind"):  # a Proposal
-            block = msg.block
-            payload = tuple(block.payload) + (self.rng.randbytes(8),)
-            header = replace(block.header, payload_digest=merkle_root(payload))
-            alt_block = replace(block, header=header, payload=payload)
+            alt_block = self._other_block(msg.block, invalid=self.rng.random() < 0.3)
             self._alt_block[(msg.height, msg.round)] = alt_block.hash()
             unsigned = replace(msg, block=alt_block, signature=bytes(64))
         else:
@@ -133,6 +134,34 @@ class Equivocator:
                 alt = self.rng.randbytes(32)
             unsigned = replace(msg, block_hash=alt, signature=bytes(64))
         return replace(unsigned, signature=self.key.sign(unsigned.sign_bytes(self.chain_id)))
+
+    def _other_block(self, block: Any, invalid: bool = False) -> Any:
+        """`block` with one more payload item: same height and parent, another hash.
+        With `invalid`, its app hash is one the application rejects."""
+        payload = tuple(block.payload) + (self.rng.randbytes(8),)
+        header = replace(block.header, payload_digest=merkle_root(payload))
+        if invalid:
+            header = replace(header, app_hash=self.rng.randbytes(32))
+        return replace(block, header=header, payload=payload)
+
+    def forge_sync(self, items: Sequence[tuple[Any, Any]],
+                   validators: Any) -> list[tuple[Any, Any]]:
+        """A lying block-sync answer: for each height another block, certified by this
+        key's real precommit plus random bytes in the name of enough other validators."""
+        forged = []
+        for block, cert in items:
+            other = self._other_block(block)
+            sb = vote_sign_bytes(VoteKind.PRECOMMIT, self.chain_id, cert.height, cert.round,
+                                 other.hash())
+            sigs = [(self.key.public_key, self.key.sign(sb))]
+            for pk in validators.public_keys:
+                if len(sigs) >= validators.quorum:
+                    break
+                if pk != self.key.public_key:
+                    sigs.append((pk, self.rng.randbytes(64)))
+            forged.append((other, CommitCertificate(cert.height, cert.round, other.hash(),
+                                                    tuple(sigs))))
+        return forged
 
     def split(self, msg: Any, peers: Sequence[int]) -> list[tuple[int, Any]]:
         signer = getattr(msg, "validator", None) or getattr(msg, "proposer", None)

@@ -54,7 +54,7 @@ EV_SYNC_RESPONSE = 8
 SYNC_BATCH = 32  # blocks per sync response
 TRACE_KEEP = 200
 STAT_KEYS = ("messages", "dropped", "duplicated", "crashes", "restarts", "sync_requests",
-             "synced_blocks", "payload_missing", "proposal_not_ready", "evidence")
+             "synced_blocks", "forged_sync", "payload_missing", "proposal_not_ready", "evidence")
 TRACE_SHOW = 20
 
 
@@ -371,6 +371,9 @@ class Simulation:
                     "engine-error", self.clock.now,
                     f"instance {me}: engine.decided({block.header.height}) is "
                     f"{short(kept[0].hash())} but it decided {short(block.hash())}"))
+        if node.equivocator is not None:
+            items = node.equivocator.forge_sync(items, self.validators)
+            self.stats["forged_sync"] += 1
         now = self.clock.now
         for at in self.network.deliveries(me, requester, now):
             self.clock.schedule(at, (EV_SYNC_RESPONSE, requester, me, tuple(items)))

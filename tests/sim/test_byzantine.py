@@ -83,3 +83,23 @@ def test_equivocator_relays_other_validators_votes_unchanged() -> None:
     vote = vote.with_signature(other.sign(vote.sign_bytes(CHAIN)))
     sends = Equivocator(KEY, CHAIN, random.Random(3)).split(vote, [0, 1, 2])
     assert sends == [(0, vote), (1, vote), (2, vote)]
+
+
+def test_forged_sync_answers_carry_certificates_that_do_not_verify() -> None:
+    import pytest
+
+    from consensus.errors import InvalidMessage
+    from consensus.types import CommitCertificate, ValidatorSet, vote_sign_bytes
+
+    keys = [KEY] + [PrivateKey.from_seed(bytes([20 + i]) * 32) for i in range(3)]
+    validators = ValidatorSet.equal_power([k.public_key for k in keys])
+    block = _proposal().block
+    sb = vote_sign_bytes(VoteKind.PRECOMMIT, CHAIN, 3, 0, block.hash())
+    cert = CommitCertificate(3, 0, block.hash(), tuple((k.public_key, k.sign(sb)) for k in keys[:3]))
+    cert.verify(CHAIN, validators)
+    [(other, forged)] = Equivocator(KEY, CHAIN, random.Random(4)).forge_sync([(block, cert)],
+                                                                            validators)
+    assert other.hash() != block.hash() and forged.block_hash == other.hash()
+    assert len(forged.signatures) == validators.quorum
+    with pytest.raises(InvalidMessage):
+        forged.verify(CHAIN, validators)

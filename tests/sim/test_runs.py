@@ -66,7 +66,8 @@ def test_fault_paths_are_exercised() -> None:
             for key, value in result.stats.items():
                 totals[key] = totals.get(key, 0) + value
     for key in ("dropped", "duplicated", "crashes", "restarts", "sync_requests",
-                "synced_blocks", "payload_missing", "proposal_not_ready", "evidence"):
+                "synced_blocks", "forged_sync", "payload_missing", "proposal_not_ready",
+                "evidence"):
         assert totals[key] > 0, key
 
 
