@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from consensus.sim.network import PartitionMaker
 from consensus.types import CommitCertificate, VoteKind, vote_sign_bytes
 from crypto import PrivateKey, merkle_root
 
@@ -77,7 +78,7 @@ def layout(validators: int, byzantine: Sequence[int], strategy: str) -> list[Ins
     return specs
 
 
-def twins_partition_maker(specs: Sequence[InstanceSpec]):
+def twins_partition_maker(specs: Sequence[InstanceSpec]) -> PartitionMaker:
     """Partition layouts for Twins: each twin pair split across the two sides,
     honest instances spread at random (both sides non-empty when there are two)."""
     first_seen: dict[int, int] = {}

@@ -98,7 +98,6 @@ class RunResult:
     gst_ms: int
     end_ms: int
     events: int
-    evidence: int
     trace: list[str]             # the last events before the failure (empty when ok)
     state: list[str] = field(default_factory=list)  # every node's state, on liveness failure
     stats: dict[str, int] = field(default_factory=dict)
@@ -252,7 +251,7 @@ class Simulation:
         stats["duplicated"] = self.network.duplicated
         stats["evidence"] = checker.evidence_reports
         return RunResult(self.seed, self.config, list(checker.violations), liveness, heights,
-                         self.gst, clock.now, self.events, checker.evidence_reports, trace,
+                         self.gst, clock.now, self.events, trace,
                          state, stats)
 
     def _liveness(self, target: int) -> list[str]:
