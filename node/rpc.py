@@ -2,6 +2,12 @@
 
 Every handler answers JSON (except /metrics), never lets an exception escape as
 a 500 for bad input, and counts each refusal by reason in /metrics.
+
+Connections. ``[rpc] max_connections`` bounds the client TCP connections open at
+once (idle keep-alive ones and /v1/events WebSockets included), not only the
+requests being served: each holds a file descriptor and buffers whether it
+sends anything or not. The listener counts them itself (`_LimitedSite`); one
+more is answered ``503 {"error": "too many open connections ..."}`` and closed.
 """
 
 from __future__ import annotations
@@ -9,10 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.web_protocol import RequestHandler
 
 if TYPE_CHECKING:
     from node.supervisor import Node
@@ -20,6 +30,129 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+_HEIGHT_RE = re.compile(r"^[0-9]{1,19}$")
+_MAX_HEIGHT = 2**63 - 1
+_REFUSED_LINGER_S = 2.0   # how long a refused connection may take to send its request
+_REFUSED_HEAD_BYTES = 16 * 1024
+
+
+class _ConnectionCount:
+    """Client connections open on a listener: accepted ones, and ones being accepted."""
+
+    def __init__(self) -> None:
+        self.connected = 0
+        # Made by the protocol factory, connection_made not yet run; an accept that
+        # fails in between leaves nothing behind (the handler is collected).
+        self.accepting: weakref.WeakSet[RequestHandler] = weakref.WeakSet()
+
+    def __len__(self) -> int:
+        return self.connected + len(self.accepting)
+
+
+class _CountedHandler(RequestHandler):
+    """aiohttp's per-connection protocol, counted in a `_ConnectionCount`."""
+
+    def __init__(self, manager: Any, count: _ConnectionCount, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._count = count
+        self._counted = False
+        count.accepting.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._count.accepting.discard(self)
+        self._count.connected += 1
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._count.connected -= 1
+        super().connection_lost(exc)
+
+
+class _RefusedConnection(asyncio.Protocol):
+    """Reads the request head, answers one fixed response and closes.
+
+    The response goes out after the head has arrived (or a short while), and the
+    socket is closed only once the client stops sending: closing with unread input
+    would make the kernel reset the connection and lose the answer.
+    """
+
+    def __init__(self, response: bytes) -> None:
+        self._response = response
+        self._head = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._answered = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(_REFUSED_LINGER_S, self._give_up)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return  # the rest of the request: discarded
+        self._head += data
+        if b"\r\n\r\n" in self._head or len(self._head) >= _REFUSED_HEAD_BYTES:
+            self._answer()
+
+    def eof_received(self) -> bool | None:
+        self._answer()
+        return False
+
+    def _answer(self) -> None:
+        if self._answered or self._transport is None:
+            return
+        self._answered = True
+        self._transport.write(self._response)
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
+        else:
+            self._transport.close()
+
+    def _give_up(self) -> None:
+        self._answer()
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+
+
+class _LimitedSite(web.TCPSite):
+    """A TCPSite whose listener refuses connections beyond `limit` open ones."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int,
+                 on_refuse: Callable[[], None], handler_args: dict[str, Any]) -> None:
+        super().__init__(runner, host, port, reuse_address=True)
+        self.limit = limit
+        self._handler_args = handler_args  # what the runner gives aiohttp's own handlers
+        self.count = _ConnectionCount()
+        self._on_refuse = on_refuse
+        body = json.dumps({"error": f"too many open connections (limit {limit})"}).encode()
+        self._refusal = (b"HTTP/1.1 503 Service Unavailable\r\n"
+                         b"Content-Type: application/json; charset=utf-8\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+
+    def _protocol(self) -> asyncio.Protocol:
+        server = self._runner.server
+        assert server is not None
+        if len(self.count) >= self.limit:
+            self._on_refuse()
+            return _RefusedConnection(self._refusal)
+        return _CountedHandler(server, self.count, loop=asyncio.get_running_loop(),
+                               **self._handler_args)
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._protocol, self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -36,10 +169,9 @@ class RpcServer:
         self.max_connections = max_connections
         self.wait_timeout_s = wait_timeout_s
         self._runner: web.AppRunner | None = None
-        self._open = 0
+        self._site: _LimitedSite | None = None
         self._websockets: set[web.WebSocketResponse] = set()
-        app = web.Application(client_max_size=max_body_bytes,
-                              middlewares=[self._limit_connections])
+        app = web.Application(client_max_size=max_body_bytes)
         app.router.add_post("/v1/txs", self.post_tx)
         app.router.add_get("/v1/txs/{hash}", self.get_tx)
         app.router.add_get("/v1/status", self.get_status)
@@ -53,22 +185,19 @@ class RpcServer:
         self.node.metrics.http_rejected.labels(label).inc()
         return _json({"error": reason}, status)
 
-    @web.middleware
-    async def _limit_connections(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self._open >= self.max_connections:
-            return self._reject(503, f"too many open requests (limit {self.max_connections})",
-                                "connections")
-        self._open += 1
-        try:
-            return await handler(request)
-        finally:
-            self._open -= 1
+    @property
+    def open_connections(self) -> int:
+        return len(self._site.count) if self._site is not None else 0
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        handler_args: dict[str, Any] = {"access_log": None}
+        self._runner = web.AppRunner(self.app, handle_signals=False, **handler_args)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
+        self._site = _LimitedSite(
+            self._runner, self.host, self.port, self.max_connections,
+            on_refuse=lambda: self.node.metrics.http_rejected.labels("connections").inc(),
+            handler_args=handler_args)
+        await self._site.start()
 
     async def stop(self) -> None:
         for ws in list(self._websockets):
@@ -93,16 +222,23 @@ class RpcServer:
         if wait not in (None, "commit"):
             return self._reject(400, f"unknown wait mode {wait!r} (expected 'commit')",
                                 "bad_query")
+        timeout = self.wait_timeout_s
+        if wait is not None and "timeout" in request.query:
+            # Checked before the tx is admitted: a refused request must change nothing.
+            try:
+                timeout = float(request.query["timeout"])
+            except ValueError:
+                timeout = math.nan
+            if not (math.isfinite(timeout) and timeout >= 0):
+                return self._reject(400, "timeout must be a finite number of seconds >= 0",
+                                    "bad_query")
+            timeout = min(timeout, self.wait_timeout_s)
         tx_hash, error, status = await self.node.submit_tx(body)
         if error is not None:
             return _json({"error": error}, status)
         if wait is None:
             return _json({"hash": tx_hash}, 202)
-        try:
-            timeout = float(request.query.get("timeout", self.wait_timeout_s))
-        except ValueError:
-            return self._reject(400, "timeout must be a number of seconds", "bad_query")
-        result = await self.node.wait_committed(tx_hash, min(timeout, self.wait_timeout_s))
+        result = await self.node.wait_committed(tx_hash, timeout)
         if result is None:
             return _json({"error": f"transaction {tx_hash} not committed within {timeout} s",
                           "hash": tx_hash}, 504)
@@ -122,12 +258,12 @@ class RpcServer:
         if raw == "latest":
             height = None
         else:
-            try:
-                height = int(raw)
-            except ValueError:
-                return self._reject(400, "height must be an integer or 'latest'", "bad_height")
-            if height < 1:
-                return self._reject(400, "height must be >= 1", "bad_height")
+            if not _HEIGHT_RE.match(raw):
+                return self._reject(400, "height must be decimal digits or 'latest'",
+                                    "bad_height")
+            height = int(raw)
+            if not 1 <= height <= _MAX_HEIGHT:
+                return self._reject(400, f"height must be in 1..{_MAX_HEIGHT}", "bad_height")
         block = await self.node.block_json(height)
         if block is None:
             return _json({"error": f"no block at height {raw}"}, 404)
