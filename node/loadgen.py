@@ -59,7 +59,8 @@ def due_count(elapsed: float, rate: float, total: int) -> int:
         return 0
     if math.isinf(rate):
         return total
-    return min(total, int(elapsed * rate) + 1)
+    # The margin absorbs float rounding, so that "due" here agrees with t0 + i / rate <= now.
+    return min(total, int(elapsed * rate + 1e-6) + 1)
 
 
 class OpenLoopScheduler:

@@ -258,6 +258,7 @@ def run_peer(replicas: int, rate: float, duration: float, tx_size: int,
     peer = {"system": "pysyncobj", "version": getattr(pysyncobj, "__version__", None) or
             _dist_version("pysyncobj"),
             "protocol": "Raft", "fault_model": FAULT_MODEL, "replicas": replicas,
+            "offered_tps": rate, "duration_s": duration,
             "config": {"append_entries_period_ms": APPEND_ENTRIES_PERIOD_S * 1000,
                        "journal": "none (in memory, no fsync)",
                        "event_flush_ms": REPLICA_FLUSH_S * 1000},
