@@ -151,8 +151,12 @@ class SimNode:
         )
         return self.engine.start()
 
-    def crash(self) -> None:
-        """Lose everything but the safety store and the decided blocks."""
+    def crash(self, amnesia: bool = False) -> None:
+        """Lose everything but the safety store and the decided blocks. With `amnesia`
+        the safety store is lost too: a broken host, for testing that the checker
+        catches the double-signs this allows."""
+        if amnesia:
+            self.store = MemorySafetyStore()
         self.engine = None
         self.source = None
         self.incarnation += 1

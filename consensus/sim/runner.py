@@ -84,6 +84,8 @@ class SimConfig:
     liveness_base_ms: int = 30_000
     liveness_per_height_ms: int = 1_000
     max_events: int = 3_000_000
+    # Checker self-test only: crashed nodes also lose their safety store (not a CLI option).
+    amnesia: bool = False
 
 
 @dataclass
@@ -430,7 +432,7 @@ class Simulation:
             self.trace.append((self.clock.now, node.spec.instance, "crash",
                                len(node.decided), None))
             self.stats["crashes"] += 1
-            node.crash()
+            node.crash(amnesia=self.config.amnesia)
 
     def _on_restart(self, event: tuple) -> None:
         node = self.nodes[event[1]]

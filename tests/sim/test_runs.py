@@ -74,3 +74,15 @@ def test_no_decision_without_a_quorum() -> None:
     result = run_seed(0, config)
     assert not result.violations
     assert result.heights == 0 and result.liveness
+
+
+def test_restarts_that_forget_the_safety_store_are_caught_double_signing() -> None:
+    """A host that loses SafetyRules' store in a crash lets the engine sign again in a
+    round it already signed in: the checker must see it (and only then)."""
+    config = SimConfig(validators=4, byzantine=0, faults=parse_faults("crash,delay,drop"),
+                       heights=3, amnesia=True)
+    results = _runs(config, range(40))
+    kinds = {v.kind for r in results for v in r.violations}
+    assert "double-sign" in kinds
+    report = next(r for r in results if r.violations).report()
+    assert "double-sign violation" in report and "signed two different" in report
