@@ -43,6 +43,11 @@ def certificate_json(c: CommitCertificate) -> dict[str, Any]:
     }
 
 
+# What one block-sync answer may hold: room under the default 4 MiB peer frame.
+SYNC_MAX_BYTES = 3 * 1024 * 1024
+_SYNC_ITEM_OVERHEAD = 16  # msgpack headers of one item, generously
+
+
 class BlockStore:
     def __init__(self, data_dir: str, map_size: int) -> None:
         self.storage = open_storage(data_dir, map_size=map_size)
@@ -128,9 +133,19 @@ class BlockStore:
                 }
         return None
 
-    def sync_blocks(self, height: int, count: int) -> bytes:
-        """Packed ``[[block, cert, [encoded batch...]], ...]`` from `height` on."""
-        out = []
+    def sync_blocks(self, height: int, count: int, max_bytes: int = SYNC_MAX_BYTES) -> bytes:
+        """Packed ``[[block, cert, [encoded batch...]], ...]`` from `height` on.
+
+        The answer travels in one peer frame, so it holds at most `max_bytes` of
+        blocks, certificates and batches: whole blocks while they fit, and when
+        even the first does not fit with all its batches, that block alone with
+        the leading batches that fit (the requester fetches the others; a block and
+        its certificate, a few KiB, always go). Without
+        the bound, 16 blocks of a loaded chain easily exceed the frame limit and
+        no peer could ever serve a node that fell behind.
+        """
+        out: list[list] = []
+        size = 0
         for h in range(height, height + count):
             raw = self.storage.block(h)
             if raw is None:
@@ -139,7 +154,20 @@ class BlockStore:
             batches = [self.storage.batch(d) for d in block.payload if is_batch_digest(d)]
             if any(b is None for b in batches):
                 break
+            head = len(raw[0]) + len(raw[1]) + _SYNC_ITEM_OVERHEAD
+            item = head + sum(len(b) + _SYNC_ITEM_OVERHEAD for b in batches)
+            if size + item > max_bytes:
+                if not out:
+                    kept: list[bytes] = []
+                    for b in batches:
+                        if head + len(b) + _SYNC_ITEM_OVERHEAD > max_bytes:
+                            break
+                        kept.append(b)
+                        head += len(b) + _SYNC_ITEM_OVERHEAD
+                    out.append([raw[0], raw[1], kept])
+                break
             out.append([raw[0], raw[1], batches])
+            size += item
         return msgpack.packb(out)
 
     def close(self) -> None:

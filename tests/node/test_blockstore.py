@@ -195,3 +195,19 @@ def test_sync_blocks_packs_certified_blocks_with_their_batches(chain, home):
     assert len(msgpack.unpackb(store.sync_blocks(2, 1), raw=False)) == 1
     assert msgpack.unpackb(store.sync_blocks(1, 1), raw=False)[0][0] == chain.blocks[0].encode()
     assert msgpack.unpackb(store.sync_blocks(3, 4), raw=False) == []
+
+
+def test_sync_blocks_fit_in_the_byte_budget(chain, home):
+    store = BlockStore(home, MAP_SIZE)
+    whole = msgpack.unpackb(store.sync_blocks(1, 16), raw=False)
+    sizes = [len(b) + len(c) + sum(len(x) for x in bs) for b, c, bs in whole]
+    # Room for block 1 only: block 2 waits for the next request.
+    packed = msgpack.unpackb(store.sync_blocks(1, 16, max_bytes=sizes[0] + 100), raw=False)
+    assert [p[0] for p in packed] == [whole[0][0]]
+    # Block 2 alone does not fit with both batches: it comes with the first only.
+    first_batch = len(whole[1][2][0])
+    budget = len(whole[1][0]) + len(whole[1][1]) + first_batch + 64
+    packed = msgpack.unpackb(store.sync_blocks(2, 16, max_bytes=budget), raw=False)
+    assert len(packed) == 1 and packed[0][:2] == whole[1][:2]
+    assert packed[0][2] == whole[1][2][:1]
+    assert len(msgpack.unpackb(store.sync_blocks(1, 16, max_bytes=1), raw=False)[0][2]) == 0
