@@ -120,6 +120,10 @@ class PreparedTxs:
     def __len__(self) -> int:
         return len(self.bodies)
 
+    def wallet_and_nonce(self, i: int) -> tuple[int, int]:
+        """Who signed tx `i`, and with which nonce (see `prepare_txs`)."""
+        return i % self.wallets, i // self.wallets
+
 
 def _kv_value_len(chain_id: str, tx_size: int, key: bytes) -> int:
     """The kv value length that makes an encoded tx exactly `tx_size` bytes (or the minimum)."""

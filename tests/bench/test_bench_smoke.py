@@ -195,6 +195,21 @@ def test_prepare_txs_sizes_wallets_and_nonce_order():
     assert set(txs.node) == {0, 1, 2} and set(txs.conn) == {0, 1, 2, 3}
 
 
+def test_replay_codes_follows_the_kvstore_nonce_rule():
+    from node.bench import replay_codes
+
+    txs = prepare_txs("bench-test", 6, rate=2, targets=1, tx_size=150, connections=1)
+    assert txs.wallets == 2  # tx i: wallet i % 2, nonce i // 2
+    assert [txs.wallet_and_nonce(i) for i in range(6)] == [(0, 0), (1, 0), (0, 1), (1, 1),
+                                                           (0, 2), (1, 2)]
+    # Wallet 0's nonce 2 lands before its nonce 1: nonce 2 fails, nonce 1 still applies.
+    # Wallet 1's nonce 0 is held twice: it counts once, at its first place.
+    codes = replay_codes(txs, [0, 4, 2, 1, 1, 3, 5])
+    assert codes == {0: 0, 4: 1, 2: 0, 1: 0, 3: 0, 5: 0}
+    # A tx never in the chain has no code; its wallet's later txs fail.
+    assert replay_codes(txs, [1, 5]) == {1: 0, 5: 1}
+
+
 # --- real runs ----------------------------------------------------------------------------
 
 
@@ -249,6 +264,7 @@ def test_bench_report_has_every_key_and_counts_what_the_blocks_hold(one_node, tm
     assert 0 < report["finality_ms"]["p50"] <= report["finality_ms"]["p99"] \
         <= report["finality_ms"]["max"]
     assert report["consensus_ms"]["p50"] is not None
+    assert report["codes_from"].startswith("nonce replay")
 
 
 @pytest.mark.timeout(60)
