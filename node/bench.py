@@ -42,7 +42,11 @@ Definitions of the report (DESIGN section 8, plus the extra keys below):
 - ``blocks``: blocks from the first to the last height holding a bench tx;
   ``mean_block_txs = committed / blocks``.
 
-Extra keys: runtime, tx_size, accepted, rejected (+ rejected_reasons),
+Before each run the bench waits (at most a minute) for the mempools to empty, so
+that a run does not inherit the previous one's backlog (``backlog_at_start``).
+
+Extra keys: runtime, tx_size, backlog_at_start, accepted, rejected (answered with
+an error; + rejected_reasons), unanswered (no answer by the end of the drain),
 not_committed_codes (bench txs in blocks with a failing code), codes_from, window_tps,
 finality_samples, drain_s, heights, send_lag_ms (write time minus due time,
 the generator's own lateness), generator{ceiling_tps, cpu_us_per_tx, ...},
@@ -68,6 +72,7 @@ from typing import Any
 
 from node.loadgen import (
     DEFAULT_CONNECTIONS,
+    STATUS_NO_REPLY,
     DriveResult,
     PreparedTxs,
     Progress,
@@ -81,6 +86,7 @@ DEFAULTS = {"validators": 4, "rate": 1000.0, "duration": 10.0, "tx_size": 200,
 PEERS = ("pysyncobj",)
 TIMELINE_BINS = 40
 LIVE_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 60.0
 
 
 class BenchError(Exception):
@@ -191,6 +197,36 @@ async def wait_live(targets: Sequence[str], timeout: float = LIVE_TIMEOUT_S) -> 
         await asyncio.sleep(0.2)
     raise BenchError(f"the chain at {', '.join(targets)} made no progress in {timeout:g} s"
                      f"{last_error}")
+
+
+async def mempool_backlog(targets: Sequence[str]) -> int | None:
+    """Txs waiting in the nodes' mempools (the ``bftnode_mempool_txs`` gauges), summed."""
+    import aiohttp
+
+    total = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        for u in targets:
+            async with session.get(f"{u}/metrics") as resp:
+                text = await resp.text()
+            values = [line.split()[-1] for line in text.splitlines()
+                      if line.startswith("bftnode_mempool_txs ")]
+            if not values:
+                return None
+            total += int(float(values[0]))
+    return total
+
+
+async def settle(targets: Sequence[str], timeout: float = SETTLE_TIMEOUT_S) -> tuple[int, float]:
+    """Wait (bounded) until the mempools are empty, so a run does not inherit a backlog.
+
+    Returns (txs still waiting, seconds waited).
+    """
+    started = time.monotonic()
+    while True:
+        backlog = await mempool_backlog(targets)
+        if not backlog or time.monotonic() - started >= timeout:
+            return backlog or 0, round(time.monotonic() - started, 1)
+        await asyncio.sleep(0.5)
 
 
 async def read_blocks(targets: Sequence[str], first: int, last: int,
@@ -397,10 +433,12 @@ def load_figures(result: DriveResult, rate: float, indices: Sequence[int]) -> di
                     if result.watcher.seen[i] <= result.t0 + result.duration_s)
     lag = [(t - result.t0 - i / rate) * 1000 for i, t in enumerate(result.sent_at) if t == t]
     submitted = sum(1 for t in result.sent_at if t == t)
+    unanswered = sum(1 for s in result.status if s == STATUS_NO_REPLY)
     return {
         "submitted": submitted,
         "accepted": result.accepted,
-        "rejected": submitted - result.accepted,
+        "rejected": submitted - result.accepted - unanswered,
+        "unanswered": unanswered,
         "rejected_reasons": dict(sorted(result.errors.items(), key=lambda kv: -kv[1])[:5]),
         "committed": len(indices),
         "committed_tps": round(len(indices) / result.duration_s, 1),
@@ -421,13 +459,17 @@ async def bench_once(targets: Sequence[str], validators: int, rate: float, durat
     statuses = await node_statuses(targets)
     chain_id = statuses[0]["chain_id"]
     count = max(1, round(rate * duration))
+    backlog, settled = await settle(targets)
+    if settled:
+        _say(f"waited {settled:g} s for the mempools to drain ({backlog} txs left)")
     started = time.monotonic()
     txs = prepare_txs(chain_id, count, rate, len(targets), tx_size)
     _say(f"signed {count} txs of {txs.tx_size} bytes from {txs.wallets} wallets in "
          f"{time.monotonic() - started:.1f} s")
     h0 = max(s["height"] for s in await node_statuses(targets))
     result = await run_load(targets, txs, rate, duration, f"{rate:g} tx/s", show_progress)
-    h1 = min(s["height"] for s in await node_statuses(targets))
+    # The highest node: the events may have come from it; read_blocks asks every node.
+    h1 = max(s["height"] for s in await node_statuses(targets))
     started = time.monotonic()
     chain = await count_committed(targets, txs, h0 + 1, h1)
     _say(f"read blocks {h0 + 1}..{h1} and the codes of {len(chain.block_of)} txs in "
@@ -456,6 +498,7 @@ async def bench_once(targets: Sequence[str], validators: int, rate: float, durat
     report.update({k: v for k, v in figures.items() if k not in report})
     report["not_committed_codes"] = _count_codes(chain.failed.values())
     report["codes_from"] = chain.codes_from
+    report["backlog_at_start"] = backlog
     report["heights"] = [h0 + 1, h1]
     report["consensus_blocks"] = len(consensus)
     return report, latency_samples(result, chain.committed)
@@ -498,6 +541,7 @@ def print_table(reports: Sequence[dict[str, Any]]) -> None:
             table.add_column("bftnode / peer", justify="right")
         rows = [
             ("submitted", "submitted"), ("accepted", "accepted"), ("rejected", "rejected"),
+            ("unanswered", "unanswered"),
             ("committed (in blocks)", "committed"), ("committed tx/s", "committed_tps"),
             ("in-window tx/s", "window_tps"),
         ]
