@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 if TYPE_CHECKING:
@@ -50,13 +51,27 @@ class _ConnectionCount:
 
 
 class _CountedHandler(RequestHandler):
-    """aiohttp's per-connection protocol, counted in a `_ConnectionCount`."""
+    """aiohttp's per-connection protocol, counted in a `_ConnectionCount`.
 
-    def __init__(self, manager: Any, count: _ConnectionCount, **kwargs: Any) -> None:
+    A request that does not parse as HTTP is the client's fault: aiohttp answers
+    400 and would log it at ERROR with a traceback, so that any client could fill
+    the log (and hide real errors). It is counted and logged at DEBUG instead.
+    """
+
+    def __init__(self, manager: Any, count: _ConnectionCount,
+                 on_bad_request: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._count = count
         self._counted = False
+        self._on_bad_request = on_bad_request
         count.accepting.add(self)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        if isinstance(kw.get("exc_info"), HttpProcessingError):
+            self._on_bad_request()
+            self.logger.debug(*args, **kw)
+            return
+        super().log_exception(*args, **kw)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._count.accepting.discard(self)
@@ -127,9 +142,11 @@ class _LimitedSite(web.TCPSite):
     """A TCPSite whose listener refuses connections beyond `limit` open ones."""
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int,
-                 on_refuse: Callable[[], None], handler_args: dict[str, Any]) -> None:
+                 on_refuse: Callable[[], None], on_bad_request: Callable[[], None],
+                 handler_args: dict[str, Any]) -> None:
         super().__init__(runner, host, port, reuse_address=True)
         self.limit = limit
+        self._on_bad_request = on_bad_request
         self._handler_args = handler_args  # what the runner gives aiohttp's own handlers
         self.count = _ConnectionCount()
         self._on_refuse = on_refuse
@@ -144,8 +161,8 @@ class _LimitedSite(web.TCPSite):
         if len(self.count) >= self.limit:
             self._on_refuse()
             return _RefusedConnection(self._refusal)
-        return _CountedHandler(server, self.count, loop=asyncio.get_running_loop(),
-                               **self._handler_args)
+        return _CountedHandler(server, self.count, self._on_bad_request,
+                               loop=asyncio.get_running_loop(), **self._handler_args)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -196,6 +213,7 @@ class RpcServer:
         self._site = _LimitedSite(
             self._runner, self.host, self.port, self.max_connections,
             on_refuse=lambda: self.node.metrics.http_rejected.labels("connections").inc(),
+            on_bad_request=lambda: self.node.metrics.http_rejected.labels("bad_http").inc(),
             handler_args=handler_args)
         await self._site.start()
 
