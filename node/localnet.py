@@ -57,13 +57,14 @@ from pathlib import Path
 from typing import Any
 
 from crypto import PrivateKey, save_private_key, sha256
-from node import procs
+from node import procs, rayhead
 from node.config import (
     GENESIS_FILE,
     LOG_FILE,
     NODE_KEY_FILE,
     NodeConfig,
     apply_overrides,
+    load_config,
     read_toml,
     write_config,
 )
@@ -149,6 +150,7 @@ class Localnet:
     runtime: str
     nodes: list[LocalnetNode] = field(default_factory=list)
     accounts: int = 0
+    ray_head_pid: int | None = None
 
     def node(self, index: int) -> LocalnetNode:
         if not 0 <= index < len(self.nodes):
@@ -159,6 +161,7 @@ class Localnet:
     def to_json(self) -> dict[str, Any]:
         return {"version": LOCALNET_VERSION, "chain_id": self.chain_id, "app": self.app,
                 "runtime": self.runtime, "accounts": self.accounts,
+                "ray_head_pid": self.ray_head_pid,
                 "nodes": [asdict(n) for n in self.nodes]}
 
     def save(self) -> None:
@@ -183,7 +186,7 @@ class Localnet:
         try:
             nodes = [LocalnetNode(**n) for n in doc["nodes"]]
             return cls(directory, doc["chain_id"], doc["app"], doc["runtime"], nodes,
-                       doc.get("accounts", 0))
+                       doc.get("accounts", 0), doc.get("ray_head_pid"))
         except (KeyError, TypeError) as exc:
             raise LocalnetError(f"{path} is malformed: {exc}") from None
 
@@ -344,6 +347,7 @@ def spawn(node: LocalnetNode, command: NodeCommand | None = None) -> subprocess.
     env[NODE_HOME_ENV] = node.home
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
+    env["RAY_AUTH_MODE"] = "token"  # a localnet's shared Ray requires its token
     with open(node.log_path, "ab") as log:
         proc = subprocess.Popen(
             list(command(node.home)), stdin=subprocess.DEVNULL, stdout=log,
@@ -423,6 +427,8 @@ def up(directory: str | os.PathLike[str], validators: int, *, app: str = "kvstor
                    byzantine=byzantine)
     try:
         try:
+            if runtime == "ray" and command is None:
+                ensure_ray_head(net)
             for node in net.nodes:
                 spawn(node, command)
         finally:
@@ -436,6 +442,72 @@ def up(directory: str | os.PathLike[str], validators: int, *, app: str = "kvstor
         down(net)
         raise error
     return net
+
+
+# --- the shared Ray of a Ray localnet ------------------------------------------------------
+
+RAY_HEAD_ENV = "BFTNODE_LOCALNET_RAY"
+RAY_HEAD_START_S = 90.0
+
+
+def ray_head_running(net: Localnet) -> int | None:
+    pid = net.ray_head_pid
+    if pid is None or not procs.is_alive(pid) or "node.rayhead" not in procs.cmdline(pid):
+        return None
+    return pid
+
+
+def ensure_ray_head(net: Localnet, timeout: float = RAY_HEAD_START_S) -> str:
+    """Start the localnet's shared Ray (node.rayhead) unless it runs; point every node
+    at it. Returns the Ray address."""
+    head_file = net.dir / rayhead.HEAD_FILE
+    if ray_head_running(net) is None:
+        head_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env[RAY_HEAD_ENV] = str(net.dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+        with open(net.dir / "ray-head.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "node.rayhead", "--dir", str(net.dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=env, cwd=net.dir)
+        _SPAWNED[proc.pid] = proc
+        net.ray_head_pid = proc.pid
+        net.save()
+        deadline = time.monotonic() + timeout
+        while not head_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (net.dir / "ray-head.log").read_text(errors="replace")[-2000:]
+                stop_ray_head(net)
+                raise LocalnetError(f"the localnet's Ray did not start:\n{tail}")
+            time.sleep(0.2)
+    address = json.loads(head_file.read_text())["address"]
+    for node in net.nodes:
+        cfg = load_config(node.home)
+        if cfg.ray.address != address:
+            cfg.ray.address = address
+            write_config(node.home, cfg)
+    return address
+
+
+def stop_ray_head(net: Localnet, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop the shared Ray and every process of it (its tree, its session, its marker)."""
+    pid = ray_head_running(net)
+    marker = (RAY_HEAD_ENV, str(net.dir))
+    if pid is not None:
+        snapshot = procs.tree(pid, env=marker)
+        os.kill(pid, signal.SIGTERM)
+        procs.wait_dead([pid], timeout)
+        procs.wait_dead(list(snapshot), ORPHAN_GRACE_S)
+        left = {p: t for p, t in snapshot.items() if procs.same_process(p, t)}
+        procs.signal_snapshot(left, signal.SIGKILL)
+        procs.wait_dead(list(left), 5.0)
+    left = procs.marked(marker)
+    procs.signal_snapshot(left, signal.SIGKILL)
+    procs.wait_dead(list(left), 5.0)
+    net.ray_head_pid = None
+    (net.dir / rayhead.HEAD_FILE).unlink(missing_ok=True)
 
 
 def node_tree(node: LocalnetNode) -> dict[int, int]:
@@ -495,6 +567,7 @@ def down(net: Localnet, *, timeout: float = STOP_TIMEOUT_S, grace: float = ORPHA
     stop(net.nodes, timeout=timeout, grace=grace)
     for node in net.nodes:
         node.pid = None
+    stop_ray_head(net, timeout=timeout)
     net.save()
 
 
@@ -516,6 +589,8 @@ def restart(net: Localnet, index: int, *, command: NodeCommand | None = None,
         stop([node])
     else:
         _kill_all(node)
+    if net.runtime == "ray" and command is None:
+        ensure_ray_head(net)
     spawn(node, command)
     net.save()
     failed = wait_ready([node], timeout)

@@ -133,6 +133,11 @@ class RayRuntime:
         )
         if address:
             opts["address"] = address
+            # Joining a shared cluster: tag this node's worker processes with its home so
+            # that localnet tools (pause, kill) find them among other nodes' workers.
+            home = os.environ.get("BFTNODE_NODE_HOME")
+            if home:
+                opts["runtime_env"] = {"env_vars": {"BFTNODE_NODE_HOME": home}}
         else:
             # Bound to loopback: peers never get Ray access, they only speak the peer protocol.
             opts["_node_ip_address"] = "127.0.0.1"
