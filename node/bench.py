@@ -50,7 +50,11 @@ an error; + rejected_reasons), unanswered (no answer by the end of the drain),
 not_committed_codes (bench txs in blocks with a failing code), codes_from, window_tps,
 finality_samples, drain_s, heights, send_lag_ms (write time minus due time,
 the generator's own lateness), generator{ceiling_tps, cpu_us_per_tx, ...},
-timeline (committed tx per bin, for plots) and peer (``--peer``).
+timeline (committed tx per bin, for plots), peer (``--peer``), and node_cpu when
+the bench started the localnet: the CPU seconds every process of every node used
+from the start of the load window to the end of the drain (from /proc), by role
+(supervisor, each actor, Ray's own processes), per committed tx and in cores.
+On a shared machine this is the figure that other work disturbs least.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +361,66 @@ async def count_committed(targets: Sequence[str], txs: PreparedTxs, first: int, 
     return ChainCount(committed, failed_codes, (first, last), block_of, source)
 
 
+# --- where the nodes' CPU goes ------------------------------------------------------------
+
+CpuProbe = Callable[[], dict[int, tuple[str, float]]]
+
+
+def _role(pid: int) -> str:
+    """What a node process is: supervisor, an actor (Mempool, ...), or Ray's own machinery."""
+    from node import procs
+
+    args = procs.cmdline(pid)
+    text = " ".join(args)
+    if args and args[0].startswith("ray::"):
+        name = args[0][5:]
+        return name if name in ACTOR_ROLES else "ray (agents)"
+    if " node start " in f" {text} ":
+        return "supervisor"
+    for name in ("gcs_server", "raylet"):
+        if name in text:
+            return f"ray ({name})"
+    return "ray (other)"
+
+
+ACTOR_ROLES = ("Mempool", "ConsensusHost", "Executor", "BlockStore", "VerifierWorker")
+
+
+def localnet_cpu_probe(net: Any) -> CpuProbe:
+    """A function that returns {pid: (role, CPU seconds so far)} for every process of `net`."""
+    from node import localnet
+
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def probe() -> dict[int, tuple[str, float]]:
+        out = {}
+        for node in net.nodes:
+            for pid in localnet.node_tree(node):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    out[pid] = (_role(pid), (int(fields[11]) + int(fields[12])) / ticks)
+                except (OSError, IndexError, ValueError):
+                    continue
+        return out
+
+    return probe
+
+
+def cpu_between(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                wall_s: float, committed: int) -> dict[str, Any]:
+    """CPU the nodes used between two probes, by role, per committed tx and as cores."""
+    by_role: dict[str, float] = {}
+    for pid, (role, cpu) in after.items():
+        used = cpu - before.get(pid, (role, 0.0))[1]
+        by_role[role] = by_role.get(role, 0.0) + max(0.0, used)
+    total = sum(by_role.values())
+    return {"total_s": round(total, 2), "wall_s": round(wall_s, 2),
+            "cores_busy": round(total / wall_s, 2) if wall_s else None,
+            "us_per_committed_tx": round(total / committed * 1e6, 1) if committed else None,
+            "by_role_s": {k: round(v, 2) for k, v in sorted(by_role.items(),
+                                                             key=lambda kv: -kv[1])}}
+
+
 # --- one run ------------------------------------------------------------------------------
 
 
@@ -453,8 +517,8 @@ def load_figures(result: DriveResult, rate: float, indices: Sequence[int]) -> di
 
 
 async def bench_once(targets: Sequence[str], validators: int, rate: float, duration: float,
-                     tx_size: int, runtime: str, show_progress: bool = True
-                     ) -> tuple[dict[str, Any], list[float]]:
+                     tx_size: int, runtime: str, show_progress: bool = True,
+                     cpu_probe: CpuProbe | None = None) -> tuple[dict[str, Any], list[float]]:
     """One run against running nodes: (report without machine/verify keys, finality samples)."""
     statuses = await node_statuses(targets)
     chain_id = statuses[0]["chain_id"]
@@ -467,7 +531,9 @@ async def bench_once(targets: Sequence[str], validators: int, rate: float, durat
     _say(f"signed {count} txs of {txs.tx_size} bytes from {txs.wallets} wallets in "
          f"{time.monotonic() - started:.1f} s")
     h0 = max(s["height"] for s in await node_statuses(targets))
+    cpu_before = cpu_probe() if cpu_probe else None
     result = await run_load(targets, txs, rate, duration, f"{rate:g} tx/s", show_progress)
+    cpu_after = cpu_probe() if cpu_probe else None
     # The highest node: the events may have come from it; read_blocks asks every node.
     h1 = max(s["height"] for s in await node_statuses(targets))
     started = time.monotonic()
@@ -498,6 +564,9 @@ async def bench_once(targets: Sequence[str], validators: int, rate: float, durat
     report.update({k: v for k, v in figures.items() if k not in report})
     report["not_committed_codes"] = _count_codes(chain.failed.values())
     report["codes_from"] = chain.codes_from
+    if cpu_before is not None and cpu_after is not None:
+        report["node_cpu"] = cpu_between(cpu_before, cpu_after,
+                                         result.drain_end - result.t0, len(chain.committed))
     report["backlog_at_start"] = backlog
     report["heights"] = [h0 + 1, h1]
     report["consensus_blocks"] = len(consensus)
@@ -564,6 +633,14 @@ def print_table(reports: Sequence[dict[str, Any]]) -> None:
                  ("send lag p99 ms", r["send_lag_ms"]["p99"])]
         for label, value in extra:
             table.add_row(label, _fmt(value), *(["", ""] if peer else []))
+        for label, key in (("node CPU us per tx", "us_per_committed_tx"),
+                           ("node CPU cores busy", "cores_busy")):
+            ours = r.get("node_cpu", {}).get(key)
+            cells = [label, _fmt(ours)]
+            if peer:
+                theirs = peer.get("node_cpu", {}).get(key)
+                cells += [_fmt(theirs), _ratio(ours, theirs)]
+            table.add_row(*cells)
         if peer:
             table.caption = ("Raft (pysyncobj) tolerates crash faults only: no byzantine "
                              "faults, and it checks no signatures. bftnode checks every "
@@ -795,11 +872,7 @@ def _with_localnet(opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]
                       runtime=opts.runtime)
     ok = False
     try:
-        targets = [n.rpc for n in net.nodes]
-        asyncio.run(wait_live(targets))
-        results = [asyncio.run(bench_once(targets, opts.validators, rate, opts.duration,
-                                          opts.tx_size, opts.runtime, opts.progress))
-                   for rate in opts.rates]
+        results = run_on_localnet(net, opts)
         ok = True
         return results
     finally:
@@ -808,6 +881,16 @@ def _with_localnet(opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]
             shutil.rmtree(directory, ignore_errors=True)
         else:
             _say(f"the localnet's homes and logs are kept in {directory}")
+
+
+def run_on_localnet(net: Any, opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]]]:
+    """Every rate of `opts` against a running `node.localnet.Localnet`, with CPU accounting."""
+    targets = [n.rpc for n in net.nodes]
+    asyncio.run(wait_live(targets))
+    probe = localnet_cpu_probe(net)
+    return [asyncio.run(bench_once(targets, len(net.nodes), rate, opts.duration, opts.tx_size,
+                                   net.runtime, opts.progress, cpu_probe=probe))
+            for rate in opts.rates]
 
 
 def write_out(path: str, reports: Sequence[dict[str, Any]]) -> None:

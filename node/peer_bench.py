@@ -225,6 +225,19 @@ class RaftCluster:
         raise RuntimeError(f"the pysyncobj cluster elected no leader in {timeout:g} s; "
                            f"logs in {self.dir}")
 
+    def cpu(self) -> dict[int, tuple[str, float]]:
+        """{pid: ("replica", CPU seconds so far)} of the replica processes."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for p in self.procs:
+            try:
+                with open(f"/proc/{p.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[p.pid] = ("replica", (int(fields[11]) + int(fields[12])) / ticks)
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -243,18 +256,22 @@ def run_peer(replicas: int, rate: float, duration: float, tx_size: int,
     """One open-loop run against a fresh Raft cluster: (figures, finality samples in ms)."""
     import pysyncobj
 
-    from node.bench import load_figures, run_load
+    from node.bench import cpu_between, load_figures, run_load
     from node.loadgen import prepare_txs
 
     count = max(1, round(rate * duration))
     with RaftCluster(replicas) as cluster:
         txs = prepare_txs("pysyncobj-peer", count, rate, replicas, tx_size)
+        cpu_before = cluster.cpu()
         result = asyncio.run(run_load(cluster.http, txs, rate, duration,
                                       f"raft {rate:g} tx/s", show_progress,
                                       track_blocks=False))
+        cpu_after = cluster.cpu()
     seen = result.watcher.seen
     applied = [i for i in range(count) if seen[i] == seen[i]]
     figures = load_figures(result, rate, applied)
+    figures["node_cpu"] = cpu_between(cpu_before, cpu_after, result.drain_end - result.t0,
+                                      len(applied))
     peer = {"system": "pysyncobj", "version": getattr(pysyncobj, "__version__", None) or
             _dist_version("pysyncobj"),
             "protocol": "Raft", "fault_model": FAULT_MODEL, "replicas": replicas,

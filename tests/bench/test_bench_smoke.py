@@ -231,7 +231,8 @@ def _committed_in_chain(rpc: str) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Localnet]:
-    net = localnet.up(tmp_path_factory.mktemp("bench") / "net", 1, runtime="inprocess")
+    net = localnet.up(tmp_path_factory.mktemp("bench") / "net", 1, runtime="inprocess",
+                      timeout=120)
     try:
         yield net
     finally:
