@@ -107,7 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{doc['runs']} runs: {doc['violations']} with safety violations, "
           f"{doc['liveness_failures']} with liveness failures, {doc['heights']} heights decided")
     print(json.dumps(doc), flush=True)
-    return 0 if not doc["violations"] and not doc["liveness_failures"] else 1
+    if doc["failed_seeds"]:
+        print(f"consensus.sim: {len([r for r in results if not r.ok])} of {len(results)} runs "
+              f"failed, first seed {doc['failed_seeds'][0]}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
