@@ -88,7 +88,7 @@ class SimBlockSource:
         header = block.header
         if header.app_hash != app_hash_after(header.prev_block_hash):
             return BlockCheck.INVALID
-        if len(block.payload) > MAX_PAYLOAD_ITEMS + 1:
+        if len(block.payload) > MAX_PAYLOAD_ITEMS + 1:  # +1: an equivocator's other block
             return BlockCheck.INVALID
         if self.late:
             block_hash = block.hash()
