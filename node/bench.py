@@ -50,7 +50,9 @@ an error; + rejected_reasons), unanswered (no answer by the end of the drain),
 not_committed_codes (bench txs in blocks with a failing code), codes_from, window_tps,
 finality_samples, drain_s, heights, send_lag_ms (write time minus due time,
 the generator's own lateness), generator{ceiling_tps, cpu_us_per_tx, ...},
-timeline (committed tx per bin, for plots), peer (``--peer``), and node_cpu when
+load_average and cpu_pressure (Linux PSI, % of time a runnable task waited for a
+CPU) at the end of the run, timeline (committed tx per bin, for plots), peer
+(``--peer``), and node_cpu when
 the bench started the localnet: the CPU seconds every process of every node used
 from the start of the load window to the end of the drain (from /proc), by role
 (supervisor, each actor, Ray's own processes), per committed tx and in cores.
@@ -130,6 +132,19 @@ def _load_average() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
+def cpu_pressure() -> dict[str, float] | None:
+    """Linux PSI: % of time some runnable task waited for a CPU (avg10, avg60).
+
+    On a shared machine this says how much of the run's CPU other work took.
+    """
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(kv.split("=") for kv in line.split()[1:])
+    return {"avg10": float(fields["avg10"]), "avg60": float(fields["avg60"])}
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -152,7 +167,7 @@ def machine_info() -> dict[str, Any]:
             "usable_cores": len(os.sched_getaffinity(0)), "arch": platform.machine(),
             "python": platform.python_version(), "os": platform.platform(terse=True),
             "verifier_backend": verifier_backend(), "ray": ray_version,
-            "load_average_start": _load_average()}
+            "load_average_start": _load_average(), "cpu_pressure_start": cpu_pressure()}
 
 
 def measure_verify_limit(validators: int) -> tuple[float, float]:
@@ -564,6 +579,8 @@ async def bench_once(targets: Sequence[str], validators: int, rate: float, durat
     report.update({k: v for k, v in figures.items() if k not in report})
     report["not_committed_codes"] = _count_codes(chain.failed.values())
     report["codes_from"] = chain.codes_from
+    report["load_average"] = _load_average()
+    report["cpu_pressure"] = cpu_pressure()
     if cpu_before is not None and cpu_after is not None:
         report["node_cpu"] = cpu_between(cpu_before, cpu_after,
                                          result.drain_end - result.t0, len(chain.committed))
@@ -677,7 +694,9 @@ def plot_run(path: str, report: dict[str, Any], samples: Sequence[float],
         if data:
             ax1.plot(data, [(k + 1) / len(data) for k in range(len(data))], label=label)
     ax1.set_xscale("log")
-    ax1.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax1.xaxis.set_major_formatter(plain)
+    ax1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax1.set_xlabel("finality: submit to commit seen by the client (ms)")
     ax1.set_ylabel("fraction of committed txs")
     ax1.grid(True, which="both", alpha=0.3)
@@ -734,7 +753,9 @@ def plot_sweep(path: str, reports: Sequence[dict[str, Any]]) -> None:
     if limit:
         ax.axvline(limit, color="grey", linestyle=":", label=f"verify limit {limit:,.0f} tx/s")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("committed tx/s (labels: offered tx/s)")
     ax.set_ylabel("finality (ms)")
     ax.grid(True, which="both", alpha=0.3)
@@ -829,7 +850,8 @@ def run(opts: BenchOptions) -> list[dict[str, Any]]:
     for report, _samples in results:
         report["verify_limit_tps"] = round(verify_limit, 1)
         report["machine"] = dict(machine, verify_signatures_per_s=round(sig_rate, 1),
-                                 load_average_end=_load_average())
+                                 load_average_end=_load_average(),
+                                 cpu_pressure_end=cpu_pressure())
         report["generator"] = {"ceiling_tps": round(ceiling["tps"], 1),
                                "ceiling_cpu_us_per_tx": round(ceiling["cpu_us_per_tx"], 2),
                                "cpu_us_per_tx": report.pop("generator_cpu_us_per_tx"),
