@@ -896,9 +896,26 @@ class Engine:
                 for msg in self._own[r]:
                     sent.add(id(msg))
                     self._out.append(Broadcast(msg))
-        for vote in self._pol_votes():
+        for vote in self._pol_votes() + self._left_round_precommits():
             if id(vote) not in sent:
+                sent.add(id(vote))
                 self._out.append(Broadcast(vote))
+
+    def _left_round_precommits(self) -> list[Vote]:
+        """The precommits that let us leave the latest earlier round of this height in
+        which we saw 2f+1 precommits of any value (line 47, then OnTimeoutPrecommit).
+
+        Without them a validator can strand the others: it left round r on 2f+1
+        precommits that include one from a validator that then crashed and never
+        reached anyone else, without precommitting in r itself; the others wait in r
+        for a 2f+1 that only its relay can complete, and it alone in r+1 is not the
+        f+1 a round skip needs (found by the simulator soak, seed 10243 of 4/1 crash).
+        """
+        for r in range(self._round - 1, -1, -1):
+            vs = self._precommits.get(r)
+            if vs is not None and vs.total >= self._quorum:
+                return list(vs.first.values())
+        return []
 
     def _pol_votes(self) -> list[Vote]:
         """The 2f+1 prevotes for validValue in validRound (its proof of lock), as received.

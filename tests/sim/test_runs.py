@@ -88,11 +88,6 @@ def test_restarts_that_forget_the_safety_store_are_caught_double_signing() -> No
     assert "double-sign violation" in report and "signed two different" in report
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine liveness bug found by the soak: a node leaves round r on its precommit timeout "
-    "without precommitting in r, and the precommits that let it leave (one from a validator "
-    "that then crashed for good) are never re-sent, so the others stay in round r forever. "
-    "Remove this marker when the engine re-sends them."))
 def test_soak_seed_10243_crashed_validators_precommit_is_not_lost() -> None:
     result = run_seed(10243, SimConfig(validators=4, byzantine=1, strategy="crash",
                                        heights=10))
