@@ -752,10 +752,11 @@ def plot_sweep(path: str, reports: Sequence[dict[str, Any]]) -> None:
     limit = reports[0].get("verify_limit_tps")
     if limit:
         ax.axvline(limit, color="grey", linestyle=":", label=f"verify limit {limit:,.0f} tx/s")
-    ax.set_yscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    low, high = ax.get_ylim()
+    if high > 10 * max(low, 1e-9):  # log only where latencies span decades
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("committed tx/s (labels: offered tx/s)")
     ax.set_ylabel("finality (ms)")
     ax.grid(True, which="both", alpha=0.3)
