@@ -787,7 +787,11 @@ class BenchOptions:
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
-    """Defaults for what the caller left None, and checks argparse could not do."""
+    """Defaults for what the caller left None, and checks argparse could not do.
+
+    A bad value raises `node.cli.UsageError` (exit code 2, like argparse's own errors).
+    """
+    from node.cli import UsageError
 
     def get(name: str) -> Any:
         value = getattr(args, name, None)
@@ -799,17 +803,17 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         try:
             rates = [float(x) for x in str(sweep).split(",") if x.strip()]
         except ValueError:
-            raise BenchError(f"--sweep {sweep!r} is not a comma-separated list of rates") from None
+            raise UsageError(f"--sweep {sweep!r} is not a comma-separated list of rates") from None
         if not rates:
-            raise BenchError("--sweep names no rate")
+            raise UsageError("--sweep names no rate")
     if any(not (r > 0 and math.isfinite(r)) for r in rates):
-        raise BenchError(f"rates must be positive numbers, got {rates}")
+        raise UsageError(f"rates must be positive numbers, got {rates}")
     duration = float(get("duration"))
     if not duration > 0:
-        raise BenchError(f"--duration must be > 0, got {duration}")
+        raise UsageError(f"--duration must be > 0, got {duration}")
     peer = getattr(args, "peer", None)
     if peer is not None and peer not in PEERS:
-        raise BenchError(f"--peer {peer!r}: the only peer is {', '.join(PEERS)}")
+        raise UsageError(f"--peer {peer!r}: the only peer is {', '.join(PEERS)}")
     rpc = [u.strip().rstrip("/") for u in (getattr(args, "rpc", None) or "").split(",")
            if u.strip()]
     return BenchOptions(validators=int(get("validators")), rates=rates, duration=duration,
@@ -952,11 +956,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cli(argv: Sequence[str] | None = None) -> int:
+    from node.cli import UsageError
+
     args = build_parser().parse_args(argv)
     try:
         return main(args)
-    except BenchError as exc:
+    except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"bench: error: {' '.join(str(exc).split()) or type(exc).__name__}",
+              file=sys.stderr)
         return 1
 
 

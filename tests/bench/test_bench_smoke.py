@@ -210,6 +210,13 @@ def test_replay_codes_follows_the_kvstore_nonce_rule():
     assert replay_codes(txs, [1, 5]) == {1: 0, 5: 1}
 
 
+def test_bad_bench_flags_are_usage_errors(capsys):
+    assert cli_main(["bench", "--sweep", "100,fast"]) == 2
+    assert cli_main(["bench", "--peer", "etcd"]) == 2
+    assert cli_main(["bench", "--duration", "0"]) == 2
+    assert "--duration must be > 0" in capsys.readouterr().err
+
+
 # --- real runs ----------------------------------------------------------------------------
 
 
