@@ -36,6 +36,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -200,8 +201,10 @@ class RaftCluster:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self.stop()
+        if exc_type is None:  # keep the replicas' logs only when something went wrong
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until every replica answers and all agree on a leader."""
