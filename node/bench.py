@@ -392,6 +392,8 @@ def _role(pid: int) -> str:
         return name if name in ACTOR_ROLES else "ray (agents)"
     if " node start " in f" {text} ":
         return "supervisor"
+    if "node.rayhead" in text:
+        return "ray (head)"
     for name in ("gcs_server", "raylet"):
         if name in text:
             return f"ray ({name})"
@@ -403,19 +405,26 @@ ACTOR_ROLES = ("Mempool", "ConsensusHost", "Executor", "BlockStore", "VerifierWo
 
 def localnet_cpu_probe(net: Any) -> CpuProbe:
     """A function that returns {pid: (role, CPU seconds so far)} for every process of `net`."""
-    from node import localnet
+    from node import localnet, procs
 
     ticks = os.sysconf("SC_CLK_TCK")
 
+    def pids() -> set[int]:
+        found = {pid for node in net.nodes for pid in localnet.node_tree(node)}
+        # A Ray localnet shares one Ray (node.rayhead): its gcs, raylet and agents too.
+        head = localnet.ray_head_running(net) if hasattr(localnet, "ray_head_running") else None
+        if head is not None:
+            found |= set(procs.tree(head, env=(localnet.RAY_HEAD_ENV, str(net.dir))))
+        return found
+
     def probe() -> dict[int, tuple[str, float]]:
         out = {}
-        for node in net.nodes:
-            for pid in localnet.node_tree(node):
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    out[pid] = (_role(pid), (int(fields[11]) + int(fields[12])) / ticks)
-                except (OSError, IndexError, ValueError):
-                    continue
+        for pid in pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[pid] = (_role(pid), (int(fields[11]) + int(fields[12])) / ticks)
+            except (OSError, IndexError, ValueError):
+                continue
         return out
 
     return probe
