@@ -320,7 +320,7 @@ class ConsensusSection:
         low=0, high=3_600_000,
     )
     max_block_batches: int = setting(
-        64, "Most mempool batches (digests) one block orders.", low=1, high=10_000,
+        1000, "Most mempool batches (digests) one block orders.", low=1, high=10_000,
     )
 
 

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ.setdefault("RAY_worker_niceness", "0")  # see node.runtime.RayRuntime
     import ray
 
     stop = threading.Event()

@@ -124,6 +124,9 @@ class RayRuntime:
 
         self._ray = ray
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        # Ray runs workers at nice 15 by default: a node's actors would get a 1/28 share of
+        # the CPU against its own supervisor. They are the node; run them at normal priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         opts: dict[str, Any] = dict(
             namespace=namespace,
             include_dashboard=include_dashboard,

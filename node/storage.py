@@ -92,6 +92,7 @@ class Storage:
     def __init__(self, path: str | os.PathLike[str], *, map_size: int = DEFAULT_MAP_SIZE,
                  sync: bool = True, readonly: bool = False) -> None:
         self.path = os.fspath(path)
+        self._sync = sync
         if not readonly:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         try:
@@ -322,7 +323,9 @@ class Storage:
     def save_safety(self, data: bytes) -> None:
         """Store the encoded safety state; durable on disk when this returns."""
         self._write(lambda txn: txn.put(_SAFETY_KEY, data, db=self._dbs["safety"]))
-        self._env.sync(True)
+        if not self._sync:
+            # With sync on, the commit above already fsync'd; without it, force it here.
+            self._env.sync(True)
 
 
 class StoredAppState:

@@ -25,12 +25,12 @@ from node.apps import (
     CODE_BALANCE_OVERFLOW,
     CODE_INSUFFICIENT_FUNDS,
     CODE_OK,
-    execute_block,
+    decode_block_txs,
     make_app,
 )
 from node.storage import StoredAppState
 from node.stores import open_storage
-from node.tx import decode_batch, decode_tx
+from node.tx import decode_batch
 from node.wire import decode_block, decode_certificate
 
 # Codes after which the sender's nonce has moved on (see node.apps).
@@ -90,22 +90,23 @@ class Executor:
             raw_txs.extend(batch.txs)
             verdicts.extend(batch_verdicts)
             stored_batches.append((digest, encoded))
+        # Each tx is decoded once; a failed signature (verdict 0, from the mempool's
+        # batch verification) gives BAD_SIGNATURE without being applied.
         valid_index = [i for i, ok in enumerate(verdicts) if ok]
-        valid_codes = execute_block(self.app, height, [raw_txs[i] for i in valid_index],
-                                    chain_id=self.chain_id, max_tx_bytes=self.max_tx_bytes,
-                                    verify=None)
+        decode_codes, decoded = decode_block_txs([raw_txs[i] for i in valid_index],
+                                                 chain_id=self.chain_id,
+                                                 max_tx_bytes=self.max_tx_bytes)
+        applied = self.app.deliver_block(height, [tx for _, tx in decoded])
         codes = [CODE_BAD_SIGNATURE] * len(raw_txs)
-        for i, code in zip(valid_index, valid_codes, strict=True):
-            codes[i] = code
-        hashes = [sha256(raw) for raw in raw_txs]
+        for j, code in enumerate(decode_codes):
+            if code is not None:
+                codes[valid_index[j]] = code
         nonces = []
-        for i in valid_index:
-            if codes[i] in _NONCE_CONSUMED:
-                try:
-                    tx = decode_tx(raw_txs[i], self.max_tx_bytes)
-                except Exception:
-                    continue
+        for (j, tx), code in zip(decoded, applied, strict=True):
+            codes[valid_index[j]] = code
+            if code in _NONCE_CONSUMED:
                 nonces.append([tx.sender, tx.nonce])
+        hashes = [sha256(raw) for raw in raw_txs]
         app_hash = self.app.app_hash()
         try:
             self.storage.commit_block(

@@ -251,6 +251,29 @@ def read_u64(data: bytes) -> int:
     return _U64.unpack(data)[0]
 
 
+def decode_block_txs(raw_txs: Sequence[bytes], *, chain_id: str,
+                     max_tx_bytes: int = DEFAULT_MAX_TX_BYTES
+                     ) -> tuple[list[int | None], list[tuple[int, Tx]]]:
+    """Decode a block's encoded txs once: (codes, [(index, tx)]).
+
+    `codes[i]` is MALFORMED or WRONG_CHAIN for entries that cannot execute and None
+    for the decoded ones, which are returned with their position.
+    """
+    codes: list[int | None] = [None] * len(raw_txs)
+    decoded: list[tuple[int, Tx]] = []
+    for i, raw in enumerate(raw_txs):
+        try:
+            tx = decode_tx(raw, max_tx_bytes)
+        except CodecError:
+            codes[i] = CODE_MALFORMED
+            continue
+        if tx.chain_id != chain_id:
+            codes[i] = CODE_WRONG_CHAIN
+            continue
+        decoded.append((i, tx))
+    return codes, decoded
+
+
 def execute_block(
     app: App,
     height: int,
@@ -269,18 +292,7 @@ def execute_block(
     when it accepted the batch) under the same rule. The block is left
     delivered, not committed.
     """
-    codes: list[int | None] = [None] * len(raw_txs)
-    decoded: list[tuple[int, Tx]] = []
-    for i, raw in enumerate(raw_txs):
-        try:
-            tx = decode_tx(raw, max_tx_bytes)
-        except CodecError:
-            codes[i] = CODE_MALFORMED
-            continue
-        if tx.chain_id != chain_id:
-            codes[i] = CODE_WRONG_CHAIN
-            continue
-        decoded.append((i, tx))
+    codes, decoded = decode_block_txs(raw_txs, chain_id=chain_id, max_tx_bytes=max_tx_bytes)
     if verify is not None and decoded:
         verdicts = verify_txs([tx for _, tx in decoded], chain_id, verify)
         rejected = {i for (i, _), ok in zip(decoded, verdicts, strict=True) if not ok}
@@ -322,6 +334,7 @@ __all__ = [
     "AppState",
     "MemoryState",
     "chain_app_hash",
+    "decode_block_txs",
     "execute_block",
     "make_app",
 ]
