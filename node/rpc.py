@@ -301,8 +301,11 @@ class RpcServer:
         return web.Response(body=self.node.metrics.render(),
                             content_type="text/plain", charset="utf-8")
 
-    async def events(self, request: web.Request) -> web.WebSocketResponse:
+    async def events(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20.0)
+        if not ws.can_prepare(request).ok:
+            return self._reject(400, "/v1/events is a WebSocket: send a WebSocket upgrade "
+                                "request", "not_websocket")
         await ws.prepare(request)
         queue = self.node.subscribe()
         self._websockets.add(ws)
