@@ -5,6 +5,7 @@ Marked `integration`: each runtime starts four real node processes."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import urllib.request
@@ -153,11 +154,13 @@ def procs_listening(pids: list[int]) -> set[tuple[str, int]]:
                     continue
                 addr_hex, port_hex = local.split(":")
                 raw = bytes.fromhex(addr_hex)
+                # /proc/net/tcp* hold addresses as host-order 32-bit words. (Not
+                # socket.inet_ntop: pysyncobj, imported by the bench tests, replaces it.)
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
                 if family == socket.AF_INET:
-                    host = socket.inet_ntop(family, raw[::-1])
+                    host = str(ipaddress.IPv4Address(words))
                 else:
-                    host = socket.inet_ntop(family, b"".join(raw[i:i + 4][::-1]
-                                                              for i in range(0, 16, 4)))
+                    host = str(ipaddress.IPv6Address(words))
                 found.add((host, int(port_hex, 16)))
     return found
 
