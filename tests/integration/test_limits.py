@@ -270,11 +270,6 @@ def test_inbound_batches_are_all_accounted_for(net) -> None:
     expect_commits(net, [0, 1, 2, 3])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a peer's batches bypass [mempool] max_txs/max_bytes (admit_batch checks no limit), "
-    "and batches whose signatures failed are stored and proposed by honest proposers: "
-    "any allowed peer can fill a node's mempool (503 for clients) and the chain's blocks "
-    "with junk (see the report in docs/BENCHMARKS.md, 'Faults and limits')"))
 def test_junk_batches_from_a_peer_neither_fill_the_mempool_nor_get_committed(net) -> None:
     node = net.nodes[0]  # max_txs = 64
     sender = bytes(range(32))
@@ -512,15 +507,15 @@ def _flood_phase(net: localnet.Localnet, name: str, value_bytes: int, seed: int,
     bodies = flood_bodies(net.chain_id, int(2000 * FLOOD_S), value_bytes, seed)
     before = tree_memory(target)
     t0 = time.monotonic()
-    with MemorySampler(target) as sampler:
+    with MemorySampler(target) as sampler:  # the peak covers the recovery too
         with stalled(net, paused) if paused else contextlib.nullcontext():
             statuses = asyncio.run(_flood(target.rpc, bodies, FLOOD_S, concurrency=64))
             elapsed = time.monotonic() - t0
         # Once commits resume, whatever the flood left in the mempools drains.
         wait_until(lambda: metric(metrics(target.rpc), "bftnode_mempool_txs") == 0, 120,
                    "the mempool to drain")
-    expect_commits(net, [0, 1, 2, 3], blocks=2, timeout=60)
-    time.sleep(3)
+        expect_commits(net, [0, 1, 2, 3], blocks=3, timeout=60)
+        time.sleep(5)
     after = tree_memory(target)
     peak = {k: max(sampler.peak(k), before[k]) for k in ("rss", "anon", "pss")}
     sent = sum(statuses.values())
@@ -537,7 +532,11 @@ def test_flood_memory_stays_bounded(net) -> None:
     """A flood while the chain commits, then one while it cannot (two validators
     paused), so admitted txs pile up to the mempool's byte limit (64 MiB in the
     localnet preset) and the rest are refused with 503."""
-    ceiling = 768 * MIB  # generous: mempool 64 MiB + per-peer send queues + copies
+    # The mempool holds at most 64 MiB (the localnet preset), but the block that
+    # commits it all at once is copied several times on its way (msgpack between
+    # the supervisor and the actors, batch decoding, LMDB): the heap peaks near 8x
+    # the block's bytes while it commits (see docs/BENCHMARKS.md). Generous bound.
+    ceiling = 1024 * MIB
     statuses, before, peak, after = _flood_phase(net, "flood while committing", 32, 7, ())
     assert statuses.get(500, 0) == 0 and statuses.get(0, 0) == 0, statuses
     assert statuses[202] > 0 and statuses[400] > 0 and statuses[413] > 0, statuses
