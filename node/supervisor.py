@@ -303,11 +303,14 @@ class Node:
             except asyncio.QueueFull:
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
         elif isinstance(msg, BatchRequest):
-            found = msgpack.unpackb(await self.mempool.call("get_batches", list(msg.digests)),
-                                    raw=False)
-            for item in found:
-                if item is not None:
-                    self.network.send(peer, BatchGossip(item[0]).encode())
+            digests = list(msg.digests)
+            found = msgpack.unpackb(await self.mempool.call("get_batches", digests), raw=False)
+            # Committed batches leave the mempool; a lagging peer still needs them.
+            missing = [d for d, item in zip(digests, found, strict=True) if item is None]
+            stored = await self.blockstore.call("get_batches", missing) if missing else []
+            for encoded in [item[0] for item in found if item is not None] + [
+                    b for b in stored if b is not None]:
+                self.network.send(peer, BatchGossip(encoded).encode())
         elif isinstance(msg, BlockSyncRequest):
             blocks = msgpack.unpackb(await self.blockstore.call(
                 "sync_blocks", msg.height, msg.count), raw=False)
@@ -323,7 +326,7 @@ class Node:
         fed = 0
         for block, cert, batches in msg.blocks:
             for encoded in batches:
-                await self._admit_remote_batch(encoded)
+                await self._admit_remote_batch(encoded, requested=True)
             self._to_consensus(["certified", block, cert])
             fed += 1
         self.metrics.sync_blocks.inc(fed)
@@ -336,19 +339,29 @@ class Node:
             _peer, encoded = await self._remote_batches.get()
             await self._admit_remote_batch(encoded)
 
-    async def _admit_remote_batch(self, encoded: bytes) -> None:
+    async def _admit_remote_batch(self, encoded: bytes, requested: bool = False) -> None:
+        """Verify and store a peer's batch. `requested`: a proposal or block names it
+        (fetched, or part of a block-sync answer), so it is stored whatever it holds."""
         ticket, digest, (pks, msgs, sigs), reason = msgpack.unpackb(
             await self.mempool.call("prepare_batch", encoded), raw=False)
         if reason is not None:
             self.metrics.messages_rejected.labels("bad_batch").inc()
             log.info("refused a peer batch: %s", reason)
             return
+        proposable = True
         if ticket is not None:
+            requested = requested or digest in self._fetching
             verdicts = await self.verifier.verify(pks, msgs, sigs)
             self.metrics.signatures_verified.inc(len(verdicts))
-            digest = await self.mempool.call("admit_batch", ticket, bytes(verdicts))
+            proposable = all(verdicts)
+            stored = await self.mempool.call("admit_batch", ticket, bytes(verdicts), requested)
+            if not stored:
+                label = "batch_bad_signature" if not proposable else "batch_mempool_full"
+                self.metrics.messages_rejected.labels(label).inc()
+                return
         self._fetching.pop(digest, None)
-        self._to_consensus(["batches", [digest]])
+        # A batch with a failed signature is held (a block names it) but never proposed.
+        self._to_consensus(["batches", [digest], proposable])
 
     # --- admission and batching --------------------------------------------------------
 
@@ -482,6 +495,9 @@ class Node:
             missing = [d for d, b in zip(digests, got, strict=True) if b is None]
             if not missing:
                 return got
+            now = time.monotonic()
+            for d in missing:
+                self._fetching[d] = now
             request = BatchRequest(tuple(missing[:256])).encode()
             if not self.network.send(proposer, request):
                 self.network.broadcast(request)

@@ -133,6 +133,10 @@ class BlockStore:
                 }
         return None
 
+    def get_batches(self, digests: list[bytes]) -> list[bytes | None]:
+        """Encoded committed batches by digest (None where not stored)."""
+        return [self.storage.batch(d) for d in digests]
+
     def sync_blocks(self, height: int, count: int, max_bytes: int = SYNC_MAX_BYTES) -> bytes:
         """Packed ``[[block, cert, [encoded batch...]], ...]`` from `height` on.
 

@@ -22,7 +22,7 @@ Inputs (packed list of records):
     ["msg", encoded]                 a Proposal, Vote or DuplicateVoteEvidence from a peer (already decoded once
                                      by the supervisor for routing; re-decoded here)
     ["timeout", height, round, step]
-    ["batches", [digest...]]         batches this node now holds
+    ["batches", [digest...], proposable]   batches this node now holds
     ["executed", height, app_hash]   the executor applied `height`
     ["certified", block, cert]       a certified block from block sync
     ["ready"]                        a pacing delay asked for by "wake" has passed
@@ -132,8 +132,11 @@ class ConsensusHost:
             prev_hash = decode_block(self.storage.block(height)[0]).hash()
         self.app_hashes: dict[int, bytes] = {height: self.storage.last_app_hash()
                                              or genesis_app_hash}
-        # Batches held by this node and not yet committed, in arrival order.
+        # Batches held by this node and not yet committed, in arrival order: `ready` ones
+        # may be proposed; `held` ones (a signature in them failed) are only there because
+        # some proposal named them, and are never proposed by this node.
         self.ready: OrderedDict[bytes, None] = OrderedDict()
+        self.held: OrderedDict[bytes, None] = OrderedDict()
         self.committed_digests: OrderedDict[bytes, None] = OrderedDict()
         # Duplicate-vote evidence seen and not yet in a block; and evidence already in one.
         self.evidence_pending: OrderedDict[bytes, bytes] = OrderedDict()
@@ -194,7 +197,7 @@ class ConsensusHost:
             return BlockCheck.MISSING  # our executor has not finished the previous block
         if header.app_hash != app_hash:
             return BlockCheck.INVALID
-        if any(d not in self.ready for d in digests):
+        if any(d not in self.ready and d not in self.held for d in digests):
             return BlockCheck.MISSING
         return BlockCheck.VALID
 
@@ -251,9 +254,16 @@ class ConsensusHost:
             elif kind == "timeout":
                 outs.extend(self.engine.on_timeout(record[1], record[2], record[3]))
             elif kind == "batches":
+                proposable = record[2] if len(record) > 2 else True
                 for d in record[1]:
-                    if d not in self.committed_digests:
+                    if d in self.committed_digests:
+                        continue
+                    if proposable:
                         self.ready[d] = None
+                    else:
+                        self.held[d] = None
+                        while len(self.held) > _RECENT_COMMITTED_DIGESTS:
+                            self.held.popitem(last=False)
                 payload_changed = True
                 outs.extend(self.engine.on_proposal_ready())
             elif kind == "ready":
@@ -311,6 +321,7 @@ class ConsensusHost:
                         self.evidence_in_blocks += 1
                         continue
                     self.ready.pop(d, None)
+                    self.held.pop(d, None)
                     self.committed_digests[d] = None
                 while len(self.evidence_committed) > _RECENT_COMMITTED_DIGESTS:
                     self.evidence_committed.popitem(last=False)
@@ -319,7 +330,8 @@ class ConsensusHost:
                 records.append(["decide", block.encode(), out.certificate.encode()])
             elif isinstance(out, FetchPayload):
                 self.waiting_for_payload = True
-                missing = [d for d in out.block.payload if d not in self.ready]
+                missing = [d for d in out.block.payload if is_batch_digest(d)
+                           and d not in self.ready and d not in self.held]
                 records.append(["fetch", missing, out.block.header.proposer])
             elif isinstance(out, SyncNeeded):
                 records.append(["sync", out.height, out.from_validator])

@@ -229,9 +229,28 @@ class Mempool:
         pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
         return msgpack.packb([ticket, digest, [pks, msgs, sigs], None])
 
-    def admit_batch(self, ticket: int, verdicts: bytes) -> bytes:
+    def admit_batch(self, ticket: int, verdicts: bytes, requested: bool = True) -> bytes:
+        """Store a verified peer batch; its digest, or b"" if refused.
+
+        A batch this node asked for (`requested`: a proposal or a committed block
+        names it) is always stored: consensus needs it whatever it holds. One that
+        was merely gossiped is refused when any signature in it failed (an honest
+        validator never seals such a batch) or when it would take the mempool over
+        `max_txs` / `max_bytes`: a peer cannot fill our mempool, or our blocks, with
+        junk.
+        """
         encoded, batch, hashes = self._prepared_batches.pop(ticket)
         digest = batch.digest()
+        if not requested:
+            count, nbytes = self._size()
+            size = sum(len(raw) for raw in batch.txs)
+            if not all(verdicts):
+                self.stats["refused_batches"] = self.stats.get("refused_batches", 0) + 1
+                return b""
+            if (count + len(hashes) > self.limits.max_txs
+                    or nbytes + size > self.limits.max_bytes):
+                self.stats["refused_batches"] = self.stats.get("refused_batches", 0) + 1
+                return b""
         # Known by now if another copy was admitted meanwhile, or was even committed while
         # this one was being verified: storing it again would resurrect a committed batch.
         if digest not in self._batches and digest not in self._committed_batches:
