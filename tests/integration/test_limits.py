@@ -418,8 +418,10 @@ def test_connections_beyond_max_connections_get_503(net) -> None:
             s.close()
     wait_until(lambda: localnet.fetch_status(node.rpc) is not None, 5,
                "the node to serve again once the idle connections closed")
+    # At least the three above; a status poll racing the server's notice of the closed
+    # sockets may be refused (and counted) too.
     assert metric(metrics(node.rpc), "bftnode_http_rejected_total",
-                  reason="connections") == before + 3
+                  reason="connections") >= before + 3
 
 
 # --- the flood ---------------------------------------------------------------------------------
