@@ -15,7 +15,8 @@ Kinds:
 - ``DATA``: an opaque application payload.
 - ``KEEPALIVE`` (empty body): sent when nothing else was sent for
   `keepalive_interval`, so that a silent peer (paused, cut off, half-open TCP)
-  is detected after `idle_timeout` and the link can be redialed.
+  is detected after `idle_timeout` and the link can be redialed. Time this side
+  spends handling the peer's payloads (reading nothing meanwhile) is not silence.
 
 Frame order is nonce order: `PeerLink` seals and writes each frame in one
 synchronous step (no await in between), so frames from the writer and the
@@ -139,6 +140,11 @@ class PeerLink:
         self.opened_at = time.monotonic()
         self.last_received = self.opened_at
         self.last_sent = self.opened_at
+        # While a payload is being handled nothing more is read, so the peer's frames
+        # (keepalives included) wait in the socket: that time does not count as the
+        # peer's silence. `_listening_since` is when we last went back to reading.
+        self._handling = False
+        self._listening_since = self.opened_at
         self.close_reason: str | None = None
         self._closed = asyncio.Event()
         self._retiring = asyncio.Event()
@@ -271,7 +277,12 @@ class PeerLink:
                 kind = plaintext[0]
                 if kind == FRAME_DATA:
                     self.messages_received += 1
-                    await deliver(plaintext[1:])
+                    self._handling = True
+                    try:
+                        await deliver(plaintext[1:])
+                    finally:
+                        self._handling = False
+                        self._listening_since = time.monotonic()
                 elif kind == FRAME_KEEPALIVE and len(plaintext) == 1:
                     continue
                 else:
@@ -292,8 +303,8 @@ class PeerLink:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            silent = now - self.last_received
-            if silent > self.idle_timeout:
+            silent = now - max(self.last_received, self._listening_since)
+            if silent > self.idle_timeout and not self._handling:
                 raise LinkIdleError(
                     f"nothing received from peer {self.peer_address} for {silent:.1f} s "
                     f"(idle timeout {self.idle_timeout} s)"

@@ -159,6 +159,30 @@ async def test_keepalives_hold_an_idle_link_open(cluster):
     assert a.net.stats()["idle_timeouts"] == b.net.stats()["idle_timeouts"] == 0
 
 
+async def test_a_slow_handler_does_not_make_a_live_peer_look_idle(cluster, until):
+    # Handling one payload (a block-sync answer, say) may take longer than the idle
+    # timeout while the peer's keepalives wait unread in the socket: that is our
+    # backpressure, not a silent peer, and must not close the link.
+    ka = PrivateKey.generate()
+    done: list[bytes] = []
+
+    async def slow_handler(pk: bytes, payload: bytes) -> None:
+        await asyncio.sleep(1.0)
+        done.append(payload)
+
+    b = await cluster.node(allowed={ka.public_key}, start=False, keepalive_interval=0.1,
+                           idle_timeout=0.4)
+    b.net._on_message = slow_handler
+    await b.net.start()
+    a = await cluster.node(ka, peers=(b.address,), keepalive_interval=0.1, idle_timeout=0.4)
+    await until(lambda: b.net.connected_peers() == [a.pk])
+    for i in range(3):
+        a.net.send(b.pk, b"%d" % i)
+    await until(lambda: len(done) == 3, timeout=10)
+    assert done == [b"0", b"1", b"2"]
+    assert b.net.stats()["idle_timeouts"] == 0 and b.net.connected_peers() == [a.pk]
+
+
 def test_links_work_on_uvloop():
     uvloop = pytest.importorskip("uvloop")
 
