@@ -134,17 +134,13 @@ class BlockStore:
         return None
 
     def get_batches(self, digests: list[bytes]) -> list[bytes | None]:
-        """Encoded committed batches by digest (None where not stored)."""
-        return [self.storage.batch(d) for d in digests]
+        """Encoded committed batches by digest (None where not stored), in the order asked.
 
-    def batches(self, digests: list[bytes]) -> bytes:
-        """Packed ``[encoded batch | None, ...]``: committed batches, in the order asked.
-
-        For a peer's BatchRequest that the mempool cannot answer because the batch
-        was committed (and dropped from it): a node catching up over a block whose
-        batches did not all fit in one block-sync answer fetches the rest this way.
+        For a peer's BatchRequest that the mempool cannot answer because the batch was
+        committed (and dropped from it): a node catching up over a block whose batches
+        did not all fit in one block-sync answer fetches the rest this way.
         """
-        return msgpack.packb([self.storage.batch(d) for d in digests])
+        return [self.storage.batch(d) for d in digests]
 
     def sync_blocks(self, height: int, count: int, max_bytes: int = SYNC_MAX_BYTES) -> bytes:
         """Packed ``[[block, cert, [encoded batch...]], ...]`` from `height` on.
