@@ -27,7 +27,6 @@ scripts/perturb.sh runs this longer (more rounds, both runtimes, the slow test).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -44,6 +43,7 @@ from node.actors.blockstore import SYNC_MAX_BYTES
 from node.client import Wallet, tx_hash, validator_set_from_json, verify_block
 
 from .conftest import wait_until
+from .harness import metric
 from .load import Committed, HttpError, LoadDriver, NodeHttp
 
 RUNTIME = os.environ.get("BFTNODE_PERTURB_RUNTIME", "inprocess")
@@ -114,14 +114,6 @@ def checker(net: localnet.Localnet) -> Iterator[Checker]:
 # --- observing the network ----------------------------------------------------------------
 
 
-def get_json(url: str, timeout: float = 2.0) -> dict | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except (OSError, ValueError):
-        return None
-
-
 def network_state(net: localnet.Localnet) -> str:
     """Heights, rounds and peers of every node, for failure messages."""
     rows = []
@@ -183,14 +175,6 @@ def expect_stalled(net: localnet.Localnet, nodes: Sequence[int], seconds: float)
         now = heights(net, nodes)
         assert now == before, f"nodes {list(nodes)} committed with only 2f up: {before} -> {now}"
         time.sleep(0.5)
-
-
-def metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class Checker:
