@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from node import localnet
+from node import localnet, procs
 from node.client import Client
 
 
@@ -39,13 +39,16 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     try:
         yield n
     finally:
-        trees = [localnet.node_tree(node) for node in n.nodes]
-        localnet.down(n)
-        from node import procs
+        down_leaving_nothing(n)
 
-        leftover = [pid for tree in trees for pid, start in tree.items()
-                    if procs.same_process(pid, start)]
-        assert not leftover, f"localnet down left processes behind: {leftover}"
+
+def down_leaving_nothing(net: localnet.Localnet) -> None:
+    """`localnet.down`, then assert that no process the nodes had is still alive."""
+    trees = [localnet.node_tree(node) for node in net.nodes]
+    localnet.down(net)
+    leftover = [pid for tree in trees for pid, start in tree.items()
+                if procs.same_process(pid, start)]
+    assert not leftover, f"localnet down left processes behind: {leftover}"
 
 
 @pytest.fixture

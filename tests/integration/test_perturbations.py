@@ -42,7 +42,7 @@ from node import localnet, procs
 from node.actors.blockstore import SYNC_MAX_BYTES
 from node.client import Wallet, tx_hash, validator_set_from_json, verify_block
 
-from .conftest import wait_until
+from .conftest import down_leaving_nothing, wait_until
 from .harness import metric
 from .load import Committed, HttpError, LoadDriver, NodeHttp
 
@@ -69,11 +69,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Localnet]
     try:
         yield n
     finally:
-        trees = [localnet.node_tree(node) for node in n.nodes]
-        localnet.down(n)
-        leftover = [pid for tree in trees for pid, start in tree.items()
-                    if procs.same_process(pid, start)]
-        assert not leftover, f"localnet down left processes behind: {leftover}"
+        down_leaving_nothing(n)
 
 
 @pytest.fixture(scope="module")
