@@ -447,7 +447,7 @@ class Node:
         evidence = len(block.payload) - len(digests)
         if evidence:
             self.metrics.evidence_committed.inc(evidence)
-        batches = await self._collect_batches(block.header.proposer, digests)
+        batches = await self._collect_batches(digests)
         try:
             result = await self.executor.call(
                 "execute", msgpack.packb([block_bytes, cert_bytes, batches]))
@@ -486,7 +486,7 @@ class Node:
                 q.get_nowait()  # a slow subscriber loses its oldest event, not the node
             q.put_nowait(event)
 
-    async def _collect_batches(self, proposer: bytes, digests: list[bytes]) -> list:
+    async def _collect_batches(self, digests: list[bytes]) -> list:
         """The block's batches with verdicts, fetching missing ones from peers."""
         assert self.network is not None
         delay = 0.05
@@ -498,11 +498,9 @@ class Node:
             now = time.monotonic()
             for d in missing:
                 self._fetching[d] = now
-            request = BatchRequest(tuple(missing[:256])).encode()
-            if not self.network.send(proposer, request):
-                self.network.broadcast(request)
-            else:
-                self.network.broadcast(request)
+            # Every peer, the proposer included: any validator that voted for the block may
+            # hold its batches.
+            self.network.broadcast(BatchRequest(tuple(missing[:256])).encode())
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
