@@ -385,19 +385,27 @@ def wait_ready(nodes: Sequence[LocalnetNode], timeout: float = START_TIMEOUT_S,
     """Wait until every node answers /v1/status; {index: why not} for those that did not."""
     pending = {n.index: n for n in nodes}
     failed: dict[int, str] = {}
-    deadline = time.monotonic() + timeout
-    while pending:
+
+    def note_exited() -> None:
         for index, node in list(pending.items()):
             if running_pid(node) is None:
                 code = _EXIT_CODES.get(node.pid or -1)
                 failed[index] = ("exited during start" if code is None
                                  else f"exited with code {code} during start")
                 del pending[index]
-            elif fetch_status(node.rpc, timeout=min(STATUS_TIMEOUT_S, interval * 5)) is not None:
+
+    deadline = time.monotonic() + timeout
+    while pending:
+        note_exited()
+        for index, node in list(pending.items()):
+            if fetch_status(node.rpc, timeout=min(STATUS_TIMEOUT_S, interval * 5)) is not None:
                 del pending[index]
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(interval)
+    # A node that exits while the others are polled, just before the deadline, is
+    # reported by its exit code rather than as merely silent.
+    note_exited()
     for index in pending:
         failed[index] = f"did not answer GET /v1/status within {timeout:g} s"
     return failed

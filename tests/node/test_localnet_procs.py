@@ -293,7 +293,7 @@ def test_up_reports_nodes_that_fail_and_stops_the_rest(tmp_path):
         return [sys.executable, "-c", "import time; time.sleep(60)", "--home", home]
 
     with pytest.raises(localnet.NodesNotReady) as info:
-        localnet.up(tmp_path / "ln", 2, command=command, timeout=3)
+        localnet.up(tmp_path / "ln", 2, command=command, timeout=8)
     assert "node(s) 0, 1 failed" in str(info.value)
     assert "exited with code 3" in info.value.details
     assert "cannot open store" in info.value.details
