@@ -58,6 +58,7 @@ log = logging.getLogger("bftnode")
 SYNC_BATCH = 16
 _ADMISSION_MAX = 4096          # txs per admission call
 _ADMISSION_WAIT_S = 0.002      # how long admission waits to fill a call
+_REMOTE_BATCHES_PER_CALL = 64  # peer batches verified and stored per round of actor calls
 _EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
 
 
@@ -323,45 +324,69 @@ class Node:
             self.metrics.messages_rejected.labels("unexpected_type").inc()
 
     async def _on_sync_response(self, peer: bytes, msg: BlockSyncResponse) -> None:
-        fed = 0
-        for block, cert, batches in msg.blocks:
-            for encoded in batches:
-                await self._admit_remote_batch(encoded, requested=True)
+        await self._admit_remote_batches(
+            [(encoded, True) for _block, _cert, batches in msg.blocks for encoded in batches])
+        for block, cert, _batches in msg.blocks:
             self._to_consensus(["certified", block, cert])
-            fed += 1
+        fed = len(msg.blocks)
         self.metrics.sync_blocks.inc(fed)
         if fed == SYNC_BATCH:
             self._sync_requested_at = 0.0
             self._request_sync(peer)
 
     async def _remote_batch_loop(self) -> None:
+        # Whatever queued while the previous call was in flight goes in the next one: three
+        # actor calls (prepare, verify, admit) per round whatever the number of batches.
         while True:
-            _peer, encoded = await self._remote_batches.get()
-            await self._admit_remote_batch(encoded)
+            items = [await self._remote_batches.get()]
+            while len(items) < _REMOTE_BATCHES_PER_CALL and not self._remote_batches.empty():
+                items.append(self._remote_batches.get_nowait())
+            await self._admit_remote_batches([(encoded, False) for _peer, encoded in items])
 
-    async def _admit_remote_batch(self, encoded: bytes, requested: bool = False) -> None:
-        """Verify and store a peer's batch. `requested`: a proposal or block names it
-        (fetched, or part of a block-sync answer), so it is stored whatever it holds."""
-        ticket, digest, (pks, msgs, sigs), reason = msgpack.unpackb(
-            await self.mempool.call("prepare_batch", encoded), raw=False)
-        if reason is not None:
-            self.metrics.messages_rejected.labels("bad_batch").inc()
-            log.info("refused a peer batch: %s", reason)
+    async def _admit_remote_batches(self, items: list[tuple[bytes, bool]]) -> None:
+        """Verify and store peers' batches, [(encoded, requested), ...]. `requested`: a
+        proposal or block names it (fetched, or part of a block-sync answer), so it is
+        stored whatever it holds."""
+        if not items:
             return
-        proposable = True
-        if ticket is not None:
-            requested = requested or digest in self._fetching
-            verdicts = await self.verifier.verify(pks, msgs, sigs)
-            self.metrics.signatures_verified.inc(len(verdicts))
-            proposable = all(verdicts)
-            stored = await self.mempool.call("admit_batch", ticket, bytes(verdicts), requested)
-            if not stored:
-                label = "batch_bad_signature" if not proposable else "batch_mempool_full"
+        prepared, (pks, msgs, sigs) = msgpack.unpackb(await self.mempool.call(
+            "prepare_batches", msgpack.packb([encoded for encoded, _ in items])), raw=False)
+        verdicts = await self.verifier.verify(pks, msgs, sigs) if pks else []
+        self.metrics.signatures_verified.inc(len(verdicts))
+        known: list[bytes] = []
+        tickets: list[list] = []
+        checked: list[tuple[bytes, bool]] = []
+        offset = 0
+        for (_encoded, requested), (ticket, digest, count, reason) in zip(
+                items, prepared, strict=True):
+            if reason is not None:
+                self.metrics.messages_rejected.labels("bad_batch").inc()
+                log.info("refused a peer batch: %s", reason)
+                continue
+            if ticket is None:
+                known.append(digest)
+                continue
+            ok = all(verdicts[offset:offset + count])
+            offset += count
+            tickets.append([ticket, requested or digest in self._fetching])
+            checked.append((digest, ok))
+        stored = msgpack.unpackb(await self.mempool.call(
+            "admit_batches", msgpack.packb([tickets, bytes(verdicts)])), raw=False) \
+            if tickets else []
+        good, held = list(known), []
+        for (digest, ok), result in zip(checked, stored, strict=True):
+            if not result:
+                label = "batch_bad_signature" if not ok else "batch_mempool_full"
                 self.metrics.messages_rejected.labels(label).inc()
-                return
-        self._fetching.pop(digest, None)
-        # A batch with a failed signature is held (a block names it) but never proposed.
-        self._to_consensus(["batches", [digest], proposable])
+                continue
+            (good if ok else held).append(digest)
+        for digest in good + held:
+            self._fetching.pop(digest, None)
+        if good:
+            self._to_consensus(["batches", good, True])
+        if held:
+            # A batch with a failed signature is held (a block names it) but never proposed.
+            self._to_consensus(["batches", held, False])
 
     # --- admission and batching --------------------------------------------------------
 

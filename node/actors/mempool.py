@@ -208,26 +208,67 @@ class Mempool:
         ticket is None when the batch is already known (nothing to verify) or
         refused (reason set).
         """
+        return msgpack.packb(self._prepare_batch(encoded))
+
+    def prepare_batches(self, packed: bytes) -> bytes:
+        """`prepare_batch` for many peer batches in one call (packed list of encoded batches).
+
+        Returns packed ``[[[ticket|None, digest, count, reason], ...], [pks, msgs, sigs]]``:
+        the sign items of every batch to verify, concatenated in input order, `count` of
+        them belonging to each batch.
+        """
+        out: list[list] = []
+        pks: list[bytes] = []
+        msgs: list[bytes] = []
+        sigs: list[bytes] = []
+        for encoded in msgpack.unpackb(packed, raw=False):
+            if type(encoded) is not bytes:
+                out.append([None, None, 0, "malformed batch: not bytes"])
+                continue
+            ticket, digest, (p, m, s), reason = self._prepare_batch(encoded)
+            out.append([ticket, digest, len(p), reason])
+            pks.extend(p)
+            msgs.extend(m)
+            sigs.extend(s)
+        return msgpack.packb([out, [pks, msgs, sigs]])
+
+    def _prepare_batch(self, encoded: bytes) -> list:
         try:
             batch = decode_batch(encoded, self.limits.max_batch_bytes)
         except CodecError as exc:
-            return msgpack.packb([None, None, [[], [], []], f"malformed batch: {exc}"])
+            return [None, None, [[], [], []], f"malformed batch: {exc}"]
         digest = batch.digest()
         if digest in self._batches or digest in self._committed_batches:
-            return msgpack.packb([None, digest, [[], [], []], None])
+            return [None, digest, [[], [], []], None]
         txs: list[Tx] = []
         for i, raw in enumerate(batch.txs):
             try:
                 tx = decode_tx(raw, self.limits.max_tx_bytes)
             except CodecError as exc:
-                return msgpack.packb([None, digest, [[], [], []],
-                                      f"batch tx {i} is malformed: {exc}"])
+                return [None, digest, [[], [], []], f"batch tx {i} is malformed: {exc}"]
             txs.append(tx)
         hashes = [Tx.hash(t) for t in txs]
         ticket = next(self._tickets)
         self._prepared_batches[ticket] = (encoded, batch, hashes)
         pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
-        return msgpack.packb([ticket, digest, [pks, msgs, sigs], None])
+        return [ticket, digest, [pks, msgs, sigs], None]
+
+    def admit_batches(self, packed: bytes) -> bytes:
+        """`admit_batch` for many prepared batches in one call.
+
+        `packed` is ``[[[ticket, requested], ...], verdicts]`` with the verdicts of all
+        of them concatenated in that order; returns packed ``[digest | b"", ...]``.
+        """
+        tickets, verdicts = msgpack.unpackb(packed, raw=False)
+        counts = [len(self._prepared_batches[ticket][2]) for ticket, _ in tickets]
+        if sum(counts) != len(verdicts):
+            raise ValueError(f"{len(verdicts)} verdicts for {sum(counts)} txs")
+        out = []
+        offset = 0
+        for (ticket, requested), count in zip(tickets, counts, strict=True):
+            out.append(self.admit_batch(ticket, verdicts[offset:offset + count], requested))
+            offset += count
+        return msgpack.packb(out)
 
     def admit_batch(self, ticket: int, verdicts: bytes, requested: bool = True) -> bytes:
         """Store a verified peer batch; its digest, or b"" if refused.

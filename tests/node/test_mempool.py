@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import msgpack
+import pytest
 
 from crypto import merkle_root, sha256, verify_batch
 from node.actors.mempool import Mempool, MempoolLimits
@@ -380,3 +381,31 @@ def test_contains_and_size_track_every_stage():
     assert mp.contains(h) and mp.size()[0] == 2
     committed(mp, [digest], [sha256(t) for t in txs], [])
     assert not mp.contains(h) and mp.size() == (0, 0)
+
+
+def test_many_peer_batches_are_prepared_and_admitted_in_one_call_each():
+    good_digest, good = peer_batch(kv_txs(wallet(0), 2))
+    w = wallet(1)
+    bad_txs = kv_txs(w, 2)
+    bad_txs[0] = forged(bad_txs[0])
+    bad_digest, bad = peer_batch(bad_txs)
+    mp = Mempool(CHAIN, "kvstore")
+    admit(mp, kv_txs(wallet(2), 1))
+    [(own_digest, own)] = seal(mp)
+    prepared, (pks, msgs, sigs) = msgpack.unpackb(
+        mp.prepare_batches(msgpack.packb([good, b"\xc1junk", own, bad])), raw=False)
+    # One entry per input, in order; sign items only for the batches still to verify.
+    assert [p[1:] for p in prepared] == [[good_digest, 2, None], [None, 0, prepared[1][3]],
+                                        [own_digest, 0, None], [bad_digest, 2, None]]
+    assert prepared[1][3].startswith("malformed batch:")
+    assert prepared[0][0] is not None and prepared[2][0] is None and prepared[3][0] is not None
+    v = verify_batch(pks, msgs, sigs)
+    assert v == [True, True, False, True]
+    # The gossiped bad batch is refused; the requested one would be held.
+    tickets = [[prepared[0][0], False], [prepared[3][0], False]]
+    stored = msgpack.unpackb(mp.admit_batches(msgpack.packb([tickets, bytes(v)])), raw=False)
+    assert stored == [good_digest, b""]
+    assert mp.has_batches([good_digest, bad_digest]) == [True, False]
+    with pytest.raises(ValueError, match="verdicts"):
+        ticket = msgpack.unpackb(mp.prepare_batches(msgpack.packb([bad])), raw=False)[0][0][0]
+        mp.admit_batches(msgpack.packb([[[ticket, True]], b"\x01"]))
