@@ -340,7 +340,11 @@ class RaySection:
         check=_check_namespace,
     )
     verifier_actors: int = setting(
-        1, "Signature-verifier actors in the pool.", low=1, high=1024,
+        1,
+        "Signature-verifier actors in the pool, called by the mempool actor; each one uses "
+        "every core of its machine. 0: the mempool verifies in its own process (one actor "
+        "process and one call hop less; for a one-machine validator).",
+        low=0, high=1024,
     )
     include_dashboard: bool = setting(False, "Start the Ray dashboard (private Ray only).")
     mempool_resources: dict[str, float] = setting(

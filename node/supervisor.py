@@ -36,8 +36,8 @@ from crypto import address, load_private_key
 from node.actors.blockstore import BlockStore
 from node.actors.consensus_host import ConsensusHost, is_batch_digest
 from node.actors.executor import Executor
-from node.actors.mempool import Mempool, MempoolLimits
-from node.actors.verifier_pool import VerifierPool, VerifierWorker
+from node.actors.mempool import Mempool, MempoolLimits, rejection_label
+from node.actors.verifier_pool import VerifierWorker
 from node.apps import CODE_NAMES, MemoryState, make_app
 from node.config import NodeConfig, load_config, parse_host_port
 from node.genesis import Genesis, load_genesis
@@ -57,7 +57,7 @@ log = logging.getLogger("bftnode")
 
 SYNC_BATCH = 16
 _ADMISSION_MAX = 4096          # txs per admission call
-_ADMISSION_WAIT_S = 0.002      # how long admission waits to fill a call
+_ADMISSION_WAIT_S = 0.005      # how long admission waits to fill a call
 _REMOTE_BATCHES_PER_CALL = 64  # peer batches verified and stored per round of actor calls
 _EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
 
@@ -83,6 +83,7 @@ class Node:
         self.node_id = address(self.key.public_key)
         self.metrics = NodeMetrics()
         self.runtime: Runtime | None = None
+        self.verifier_workers: list = []
         self.network: PeerNetwork | None = None
         self.rpc: RpcServer | None = None
         self.height = 0
@@ -106,6 +107,9 @@ class Node:
         self._last_commit_time: float | None = None
         self._catching_up = False
         self._network_height = 0
+        self._pending_txs = 0          # admitted, not yet sealed (as the mempool last said)
+        self._last_seal = 0.0
+        self._verified_seen = 0
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -120,16 +124,18 @@ class Node:
         genesis_app_hash = make_app(genesis.app, MemoryState(),
                                     genesis=genesis.allocations).genesis_app_hash()
         ns = self.node_id[:8]
-        workers = [rt.spawn(f"verifier-{ns}-{i}", VerifierWorker,
+        # The verifier pool's workers are called by the mempool itself: one supervisor call
+        # per admission round. In-process, the mempool verifies on its own worker thread.
+        self.verifier_workers = workers = [rt.spawn(f"verifier-{ns}-{i}", VerifierWorker,
                             resources=cfg.ray.verifier_resources or None)
-                   for i in range(cfg.ray.verifier_actors)]
-        self.verifier = VerifierPool(workers)
+                   for i in range(cfg.ray.verifier_actors)] if rt.kind == "ray" else []
         m = cfg.mempool
         self.mempool = rt.spawn(
             f"mempool-{ns}", Mempool, self.chain_id, genesis.app,
             MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
                           batch_max_txs=m.batch_max_txs, batch_max_bytes=m.batch_max_bytes,
                           max_batch_bytes=cfg.p2p.max_frame_bytes),
+            [w.handle for w in workers], m.batch_timeout_ms,
             resources=cfg.ray.mempool_resources or None)
         self.executor = rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
                                  genesis.app, dict(genesis.allocations), map_size,
@@ -152,7 +158,7 @@ class Node:
             self.app_hash = genesis_app_hash
         self.metrics.height.set(self.height)
         log.info("node %s starting at height %d (runtime %s, verifier %s)", self.node_id,
-                 self.height, rt.kind, await workers[0].call("backend"))
+                 self.height, rt.kind, await self.mempool.call("backend"))
 
         host, port = parse_host_port(cfg.p2p.listen)
         peers = [PeerAddress(p.public_key, p.host, p.port) for p in cfg.peer_addresses()]
@@ -344,42 +350,27 @@ class Node:
             await self._admit_remote_batches([(encoded, False) for _peer, encoded in items])
 
     async def _admit_remote_batches(self, items: list[tuple[bytes, bool]]) -> None:
-        """Verify and store peers' batches, [(encoded, requested), ...]. `requested`: a
-        proposal or block names it (fetched, or part of a block-sync answer), so it is
-        stored whatever it holds."""
+        """Verify and store peers' batches, [(encoded, requested), ...], in one mempool
+        call. `requested`: a proposal or block names it (fetched, or part of a block-sync
+        answer), so it is stored whatever it holds."""
         if not items:
             return
-        prepared, (pks, msgs, sigs) = msgpack.unpackb(await self.mempool.call(
-            "prepare_batches", msgpack.packb([encoded for encoded, _ in items])), raw=False)
-        verdicts = await self.verifier.verify(pks, msgs, sigs) if pks else []
-        self.metrics.signatures_verified.inc(len(verdicts))
-        known: list[bytes] = []
-        tickets: list[list] = []
-        checked: list[tuple[bytes, bool]] = []
-        offset = 0
-        for (_encoded, requested), (ticket, digest, count, reason) in zip(
-                items, prepared, strict=True):
-            if reason is not None:
+        # Batches this node asked for count as requested whichever way they arrive.
+        packed = msgpack.packb([[[encoded, requested] for encoded, requested in items],
+                                list(self._fetching)])
+        outcomes = msgpack.unpackb(await self.mempool.call("receive_batches", packed),
+                                   raw=False)
+        good, held = [], []
+        for digest, outcome in outcomes:
+            if outcome in ("stored", "known"):
+                good.append(digest)
+            elif outcome == "held":
+                held.append(digest)
+            elif outcome.startswith("malformed"):
                 self.metrics.messages_rejected.labels("bad_batch").inc()
-                log.info("refused a peer batch: %s", reason)
-                continue
-            if ticket is None:
-                known.append(digest)
-                continue
-            ok = all(verdicts[offset:offset + count])
-            offset += count
-            tickets.append([ticket, requested or digest in self._fetching])
-            checked.append((digest, ok))
-        stored = msgpack.unpackb(await self.mempool.call(
-            "admit_batches", msgpack.packb([tickets, bytes(verdicts)])), raw=False) \
-            if tickets else []
-        good, held = list(known), []
-        for (digest, ok), result in zip(checked, stored, strict=True):
-            if not result:
-                label = "batch_bad_signature" if not ok else "batch_mempool_full"
-                self.metrics.messages_rejected.labels(label).inc()
-                continue
-            (good if ok else held).append(digest)
+                log.info("refused a peer batch: %s", outcome)
+            else:
+                self.metrics.messages_rejected.labels(f"batch_{outcome}").inc()
         for digest in good + held:
             self._fetching.pop(digest, None)
         if good:
@@ -410,48 +401,37 @@ class Node:
                 await self._admit([b for b, _ in take], [f for _, f in take])
 
     async def _admit(self, bodies: list[bytes], futures: list[asyncio.Future]) -> None:
-        ticket, (pks, msgs, sigs), rejected = msgpack.unpackb(
-            await self.mempool.call("prepare", msgpack.packb(bodies)), raw=False)
-        refused = {}
-        for i, h, reason in rejected:
-            refused[i] = (h, reason)
-            label = reason.split(":")[0].split(" ")[0] if reason else "unknown"
-            self.metrics.txs_rejected.labels(label).inc()
-        verdicts = await self.verifier.verify(pks, msgs, sigs)
-        self.metrics.signatures_verified.inc(len(verdicts))
-        results, full = msgpack.unpackb(await self.mempool.call(
-            "admit", ticket, bytes(verdicts)), raw=False)
+        answers, sealed, pending = msgpack.unpackb(
+            await self.mempool.call("admit_txs", msgpack.packb(bodies)), raw=False)
         now = time.monotonic()
-        it = iter(results)
-        for i, fut in enumerate(futures):
-            if fut.done():
-                continue
-            if i in refused:
-                _h, reason = refused[i]
-                status = 503 if reason.startswith("mempool full") else 400
-                fut.set_result((None, reason, status))
-                continue
-            h, reason = next(it)
+        for fut, (h, reason) in zip(futures, answers, strict=True):
             if reason is None:
                 self._admitted_at[h] = now
                 self.metrics.txs_admitted.inc()
-                fut.set_result((h.hex(), None, 202))
-            else:
-                self.metrics.txs_rejected.labels(reason.split(" ")[0]).inc()
-                fut.set_result((None, reason, 400))
-        if full:
-            await self._seal(force=False)
+                if not fut.done():
+                    fut.set_result((h.hex(), None, 202))
+                continue
+            self.metrics.txs_rejected.labels(rejection_label(reason)).inc()
+            if not fut.done():
+                status = 503 if reason.startswith("mempool full") else 400
+                fut.set_result((None, reason, status))
+        self._sealed(sealed, pending)
 
     async def _seal_loop(self) -> None:
+        # Admission seals what is due in its own call while txs keep coming; this loop only
+        # seals the last, partial batch once admission goes quiet.
         interval = self.cfg.mempool.batch_timeout_ms / 1000.0
         while True:
             await asyncio.sleep(interval)
-            await self._seal(force=True)
+            if self._pending_txs and time.monotonic() - self._last_seal >= interval:
+                self._sealed(msgpack.unpackb(await self.mempool.call("seal", True),
+                                             raw=False), 0)
 
-    async def _seal(self, force: bool) -> None:
-        sealed = msgpack.unpackb(await self.mempool.call("seal", force), raw=False)
+    def _sealed(self, sealed: list, pending: int) -> None:
+        self._pending_txs = pending
         if not sealed:
             return
+        self._last_seal = time.monotonic()
         assert self.network is not None
         for _digest, encoded in sealed:
             self.network.broadcast(BatchGossip(encoded).encode())
@@ -606,8 +586,11 @@ class Node:
         for reason, n in self.network.rejections().items():
             counter = self.metrics.p2p_rejected.labels(reason)
             counter.inc(max(0, n - counter._value.get()))
-        if self.verifier.seconds > 0:
-            self.metrics.verify_rate.set(self.verifier.verified / self.verifier.seconds)
+        verified, seconds = await self.mempool.call("verify_stats")
+        self.metrics.signatures_verified.inc(max(0, verified - self._verified_seen))
+        self._verified_seen = max(verified, self._verified_seen)
+        if seconds > 0:
+            self.metrics.verify_rate.set(verified / seconds)
         _h, r, _step, _host_rejected, _engine_rejected, *_evidence = await self.consensus.call(
             "status")
         self.metrics.round.set(r)

@@ -331,7 +331,7 @@ def test_mempool_full_by_count_is_503_and_the_node_stays_up(net) -> None:
     wallets = [kv_wallet(f"limits-count-{k}") for k in range(8)]
     answers: Counter[int] = Counter()
     refusals = []
-    before = metric(metrics(node.rpc), "bftnode_txs_rejected_total", reason="mempool")
+    before = metric(metrics(node.rpc), "bftnode_txs_rejected_total", reason="mempool_full")
     drained(net, 0)
     with stalled(net, (1, 2)):
         for j in range(12):
@@ -346,7 +346,7 @@ def test_mempool_full_by_count_is_503_and_the_node_stays_up(net) -> None:
     assert 56 <= answers[202] <= 64 and answers[202] + answers[503] == 96, answers
     assert all(r.startswith("mempool full (64 txs,") for r in refusals), refusals[:3]
     expect_commits(net, [0, 1, 2, 3])
-    assert metric(metrics(node.rpc), "bftnode_txs_rejected_total", reason="mempool") == \
+    assert metric(metrics(node.rpc), "bftnode_txs_rejected_total", reason="mempool_full") == \
         before + answers[503]
     # Once blocks drain it, the mempool takes txs again.
     w = wallets[0]

@@ -41,7 +41,7 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
             node = Node(cfg, genesis)
             await node.start()
             try:
-                where_verifier = await node.verifier.workers[0].call("where")
+                where_verifier = await node.verifier_workers[0].call("where")
                 where_mempool = await node.mempool.call("where")
                 assert where_verifier["ray_node_id"] == worker.node_id
                 assert where_mempool["ray_node_id"] == worker.node_id
@@ -52,6 +52,9 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
                 assert error is None and status == 202, error
                 result = await node.wait_committed(h, 30)
                 assert result is not None and result["code"] == 0
+                # The mempool had the pool's worker, on the other raylet, check the signature.
+                verified, _busy = await node.verifier_workers[0].call("stats")
+                assert verified >= 1
             finally:
                 await node.stop()
 

@@ -109,7 +109,7 @@ def test_shipped_templates_match_the_code():
     ({"rpc": {"max_body_bytes": 2048}}, ["max_body_bytes"]),
     ({"consensus": {"timeout_delta_ms": -1}}, ["[consensus] timeout_delta_ms"]),
     ({"ray": {"address": "auto"}}, ["[ray] address"]),
-    ({"ray": {"verifier_actors": 0}}, ["[ray] verifier_actors"]),
+    ({"ray": {"verifier_actors": -1}}, ["[ray] verifier_actors"]),
     ({"ray": {"mempool_resources": {"x": -1}}}, ["[ray] mempool_resources", ">= 0"]),
     ({"ray": {"include_dashboard": 1}}, ["true or false"]),
     ({"storage": {"map_size_mb": 0}}, ["[storage] map_size_mb"]),
