@@ -57,19 +57,18 @@ def pack(obj: Any) -> bytes:
 
 
 def _check_depth(obj: Any, max_depth: int) -> None:
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, list):
-            if depth > max_depth:
-                raise CodecError(f"message nests deeper than {max_depth} levels")
-            stack.extend((v, depth + 1) for v in value)
-        elif isinstance(value, dict):
-            if depth > max_depth:
-                raise CodecError(f"message nests deeper than {max_depth} levels")
-            for k, v in value.items():
-                stack.append((k, depth + 1))
-                stack.append((v, depth + 1))
+    # Level by level, keeping only containers: a flat message costs one pass over it.
+    level = [obj] if type(obj) is list or type(obj) is dict else []
+    depth = 1
+    while level:
+        if depth > max_depth:
+            raise CodecError(f"message nests deeper than {max_depth} levels")
+        deeper: list[Any] = []
+        for value in level:
+            items = value if type(value) is list else [x for kv in value.items() for x in kv]
+            deeper.extend(v for v in items if type(v) is list or type(v) is dict)
+        level = deeper
+        depth += 1
 
 
 def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:

@@ -44,6 +44,10 @@ class NodeMetrics:
                                           registry=r)
         self.http_rejected = Counter("bftnode_http_rejected", "HTTP requests refused, by reason",
                                      ["reason"], registry=r)
+        self.consensus_dropped = Counter(
+            "bftnode_consensus_dropped",
+            "Consensus inputs dropped: kind=rejected (invalid) or ignored (stale, ahead, "
+            "duplicate), by reason", ["kind", "reason"], registry=r)
         self.sync_blocks = Counter("bftnode_sync_blocks", "Blocks obtained by block sync",
                                    registry=r)
 

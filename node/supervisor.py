@@ -20,6 +20,7 @@ The supervisor owns its Ray actors: if it is SIGKILLed they die with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ import msgpack
 from consensus.codec import CodecError, Limits
 from consensus.types import DuplicateVoteEvidence, Proposal, Vote
 from crypto import address, load_private_key
-from node.actors.blockstore import BlockStore
+from node.actors.blockstore import SYNC_MAX_BYTES, BlockStore
 from node.actors.consensus_host import ConsensusHost, is_batch_digest
 from node.actors.executor import Executor
 from node.actors.mempool import Mempool, MempoolLimits, rejection_label
@@ -56,8 +57,11 @@ from node.wire import (
 log = logging.getLogger("bftnode")
 
 SYNC_BATCH = 16
+_SYNC_FED_VALID_S = 5.0        # how long blocks fed by sync count as "asked for already"
+_FRAME_ROOM = 64 * 1024        # framing room kept under [p2p] max_frame_bytes
 _ADMISSION_MAX = 4096          # txs per admission call
 _ADMISSION_WAIT_S = 0.005      # how long admission waits to fill a call
+_NOTICE_DELAY_S = 0.02        # longest a new-batch notice waits to share a consensus call
 _REMOTE_BATCHES_PER_CALL = 64  # peer batches verified and stored per round of actor calls
 _EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
 
@@ -94,6 +98,7 @@ class Node:
         self._tasks: list[asyncio.Task] = []
         self._cons_inputs: list[list] = []
         self._cons_wake = asyncio.Event()
+        self._cons_urgent = asyncio.Event()
         self._timers: dict[tuple[int, int, int], asyncio.TimerHandle] = {}
         self._admission: deque[tuple[bytes, asyncio.Future]] = deque()
         self._admission_wake = asyncio.Event()
@@ -104,6 +109,9 @@ class Node:
         self._subscribers: set[asyncio.Queue] = set()
         self._fetching: dict[bytes, float] = {}
         self._sync_requested_at = 0.0
+        # Highest height handed to consensus by block sync, and when: the next request
+        # starts above it, not at the executed height, which lags while blocks execute.
+        self._synced_to = (0, 0.0)
         self._last_commit_time: float | None = None
         self._catching_up = False
         self._network_height = 0
@@ -220,13 +228,23 @@ class Node:
 
     # --- consensus ---------------------------------------------------------------------
 
-    def _to_consensus(self, record: list) -> None:
+    def _to_consensus(self, record: list, urgent: bool = True) -> None:
+        """Queue an input for the ConsensusHost's next call. Inputs that are not `urgent`
+        (notices of new batches nobody waits for) may wait up to _NOTICE_DELAY_S for
+        company: under load they would otherwise cost one actor call each."""
         self._cons_inputs.append(record)
+        if urgent:
+            self._cons_urgent.set()
         self._cons_wake.set()
 
     async def _consensus_pump(self) -> None:
         while True:
             await self._cons_wake.wait()
+            self._cons_wake.clear()
+            if not self._cons_urgent.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._cons_urgent.wait(), _NOTICE_DELAY_S)
+            self._cons_urgent.clear()
             self._cons_wake.clear()
             inputs, self._cons_inputs = self._cons_inputs, []
             if inputs:
@@ -288,7 +306,11 @@ class Node:
             return
         self._sync_requested_at = now
         self._catching_up = True
-        req = BlockSyncRequest(self.height + 1, SYNC_BATCH).encode()
+        synced, at = self._synced_to
+        # A fed block the engine refused (a bad peer's) must not be skipped for good: the
+        # fed mark only counts while recent.
+        start = max(self.height, synced if now - at < _SYNC_FED_VALID_S else 0) + 1
+        req = BlockSyncRequest(start, SYNC_BATCH).encode()
         assert self.network is not None
         if peer is None or not self.network.send(peer, req):
             self.network.broadcast(req)
@@ -319,8 +341,11 @@ class Node:
                     b for b in stored if b is not None]:
                 self.network.send(peer, BatchGossip(encoded).encode())
         elif isinstance(msg, BlockSyncRequest):
+            # The answer must fit one frame, whatever [p2p] max_frame_bytes says.
+            frame = self.cfg.p2p.max_frame_bytes
+            budget = min(SYNC_MAX_BYTES, max(frame // 2, frame - _FRAME_ROOM))
             blocks = msgpack.unpackb(await self.blockstore.call(
-                "sync_blocks", msg.height, msg.count), raw=False)
+                "sync_blocks", msg.height, min(msg.count, SYNC_BATCH), budget), raw=False)
             if blocks:
                 self.network.send(peer, BlockSyncResponse(
                     tuple((b, c, tuple(bs)) for b, c, bs in blocks)).encode())
@@ -332,11 +357,21 @@ class Node:
     async def _on_sync_response(self, peer: bytes, msg: BlockSyncResponse) -> None:
         await self._admit_remote_batches(
             [(encoded, True) for _block, _cert, batches in msg.blocks for encoded in batches])
+        from node.wire import decode_block
+
+        top = 0
         for block, cert, _batches in msg.blocks:
+            try:
+                top = max(top, decode_block(block).header.height)
+            except CodecError:
+                pass   # consensus drops and counts it
             self._to_consensus(["certified", block, cert])
-        fed = len(msg.blocks)
-        self.metrics.sync_blocks.inc(fed)
-        if fed == SYNC_BATCH:
+        self.metrics.sync_blocks.inc(len(msg.blocks))
+        if top > max(self.height, self._synced_to[0]):
+            self._synced_to = (top, time.monotonic())
+            # More may follow (the answer was cut at SYNC_BATCH blocks or at the frame
+            # budget): ask at once. A peer with nothing above it does not answer.
+            self._network_height = max(self._network_height, top)
             self._sync_requested_at = 0.0
             self._request_sync(peer)
 
@@ -371,13 +406,14 @@ class Node:
                 log.info("refused a peer batch: %s", outcome)
             else:
                 self.metrics.messages_rejected.labels(f"batch_{outcome}").inc()
-        for digest in good + held:
-            self._fetching.pop(digest, None)
+        # Consensus waits for a batch it asked to fetch: tell it now. Other batches only
+        # feed later proposals, and their notices may gather for a moment.
+        urgent = any(self._fetching.pop(digest, None) is not None for digest in good + held)
         if good:
-            self._to_consensus(["batches", good, True])
+            self._to_consensus(["batches", good, True], urgent)
         if held:
             # A batch with a failed signature is held (a block names it) but never proposed.
-            self._to_consensus(["batches", held, False])
+            self._to_consensus(["batches", held, False], urgent)
 
     # --- admission and batching --------------------------------------------------------
 
@@ -435,7 +471,7 @@ class Node:
         assert self.network is not None
         for _digest, encoded in sealed:
             self.network.broadcast(BatchGossip(encoded).encode())
-        self._to_consensus(["batches", [d for d, _ in sealed]])
+        self._to_consensus(["batches", [d for d, _ in sealed]], urgent=False)
 
     # --- commit ------------------------------------------------------------------------
 
@@ -591,9 +627,19 @@ class Node:
         self._verified_seen = max(verified, self._verified_seen)
         if seconds > 0:
             self.metrics.verify_rate.set(verified / seconds)
-        _h, r, _step, _host_rejected, _engine_rejected, *_evidence = await self.consensus.call(
-            "status")
+        (_h, r, _step, host_rejected, engine_rejected, _found, _in_blocks, _pending,
+         engine_ignored) = await self.consensus.call("status")
         self.metrics.round.set(r)
+        totals: dict[tuple[str, str], int] = {}
+        for kind, counts in (("rejected", host_rejected), ("rejected", engine_rejected),
+                             ("ignored", engine_ignored)):
+            for reason, n in counts.items():
+                # Host reasons may carry an exception's text after the colon: not a label.
+                key = (kind, reason.split(":")[0].replace(" ", "_"))
+                totals[key] = totals.get(key, 0) + n
+        for (kind, reason), n in totals.items():
+            counter = self.metrics.consensus_dropped.labels(kind, reason)
+            counter.inc(max(0, n - counter._value.get()))
 
     async def _housekeeping(self) -> None:
         """Periodic: forget stale fetches, and ask for blocks when we seem stuck."""

@@ -365,11 +365,12 @@ class ConsensusHost:
         return twin.with_signature(self.key.sign(twin.sign_bytes(self.chain_id)))
 
     def status(self) -> list:
-        """[height, round, step, rejected counts, engine counters]."""
+        """[height, round, step, rejected counts, engine counters, evidence found, evidence
+        in blocks, evidence pending, engine ignored counts]."""
         e = self.engine
         return [e.height, e.round, int(e.step), dict(self.rejected),
                 dict(getattr(e, "rejected", {})), self.evidence_found, self.evidence_in_blocks,
-                len(self.evidence_pending)]
+                len(self.evidence_pending), dict(getattr(e, "ignored", {}))]
 
     def decided_raw(self, height: int) -> list | None:
         d = self.engine.decided(height)

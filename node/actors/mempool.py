@@ -34,7 +34,7 @@ from typing import Any
 import msgpack
 
 from consensus.codec import CodecError
-from crypto import verifier_backend, verify_batch
+from crypto import merkle_root, sha256, verifier_backend, verify_batch
 from node.actors.verifier_pool import VerifierPool
 from node.runtime import offload, placement
 from node.tx import Batch, Tx, decode_batch, decode_tx, tx_sign_items
@@ -106,6 +106,7 @@ class Mempool:
         self._pending: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending_bytes = 0
         self._batch_bytes = 0                    # txs sealed or received in stored batches
+        self._batch_txs = 0                      # how many txs those stored batches hold
         self._known: set[bytes] = set()          # pending or sealed, not committed
         self._committed: OrderedDict[bytes, None] = OrderedDict()
         self._batches: dict[bytes, StoredBatch] = {}
@@ -118,8 +119,7 @@ class Mempool:
     # --- admission -------------------------------------------------------------------
 
     def _size(self) -> tuple[int, int]:
-        sealed_txs = sum(len(b.tx_hashes) for b in self._batches.values())
-        return len(self._pending) + sealed_txs, self._pending_bytes + self._batch_bytes
+        return len(self._pending) + self._batch_txs, self._pending_bytes + self._batch_bytes
 
     def prepare(self, packed_txs: bytes) -> bytes:
         """Decode and pre-check a list of encoded txs.
@@ -145,7 +145,7 @@ class Mempool:
             except CodecError as exc:
                 rejected.append([i, None, f"malformed transaction: {exc}"])
                 continue
-            h = Tx.hash(tx)
+            h = sha256(raw)   # = Tx.hash(tx): decode_tx accepts only the canonical encoding
             if tx.chain_id != self.chain_id:
                 rejected.append([i, h, f"wrong chain id {tx.chain_id!r} (this chain is "
                                        f"{self.chain_id!r})"])
@@ -239,6 +239,7 @@ class Mempool:
             self._batches[digest] = StoredBatch(encoded, b"\x01" * len(txs), hashes, True,
                                                 time.monotonic(), size)
             self._batch_bytes += size
+            self._batch_txs += len(txs)
             self.stats["sealed_batches"] += 1
             out.append([digest, encoded])
         self._pending_since = time.monotonic() if self._pending else None
@@ -279,7 +280,8 @@ class Mempool:
             batch = decode_batch(encoded, self.limits.max_batch_bytes)
         except CodecError as exc:
             return [None, None, [[], [], []], f"malformed batch: {exc}"]
-        digest = batch.digest()
+        hashes = batch.tx_hashes()
+        digest = merkle_root(hashes)      # = batch.digest(), hashing each tx once
         if digest in self._batches or digest in self._committed_batches:
             return [None, digest, [[], [], []], None]
         txs: list[Tx] = []
@@ -289,7 +291,6 @@ class Mempool:
             except CodecError as exc:
                 return [None, digest, [[], [], []], f"batch tx {i} is malformed: {exc}"]
             txs.append(tx)
-        hashes = [Tx.hash(t) for t in txs]
         ticket = next(self._tickets)
         self._prepared_batches[ticket] = (encoded, batch, hashes)
         pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
@@ -341,6 +342,7 @@ class Mempool:
             self._batches[digest] = StoredBatch(encoded, bytes(verdicts), hashes, False,
                                                 time.monotonic(), size)
             self._batch_bytes += size
+            self._batch_txs += len(hashes)
             self.stats["remote_batches"] += 1
             # Our own pending copies of these txs would be included twice: drop them.
             for h in hashes:
@@ -468,6 +470,7 @@ class Mempool:
             stored = self._batches.pop(d, None)
             if stored is not None:
                 self._batch_bytes -= stored.tx_bytes
+                self._batch_txs -= len(stored.tx_hashes)
             self._committed_batches[d] = None
         for h in hashes:
             self._known.discard(h)

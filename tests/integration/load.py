@@ -10,10 +10,10 @@ record of every tx the client saw committed.
 
 Wallets. `wallets_per_node` wallets per node; wallet k always submits to node
 k % N, so its nonces arrive at one mempool in order. Keys are derived from
-`seed`, and the tx for (wallet, nonce) is deterministic (Ed25519 signatures
-are), so a retry of an uncertain submit re-sends the *same* bytes: if the
-first attempt was admitted after all, the node answers "duplicate" and no
-second tx with that nonce exists.
+`seed`, and the tx for (wallet, nonce, epoch) is deterministic (Ed25519
+signatures are), so a retry of an uncertain submit re-sends the *same* bytes:
+if the first attempt was admitted after all, the node answers "duplicate" and
+no second tx with that nonce exists in that epoch.
 
 Submits. Each wallet thread paces itself at rate / wallets. A 202, or a 400
 "duplicate", moves the wallet to its next nonce; anything that is not an
@@ -28,9 +28,13 @@ block, GET /v1/blocks/H), and for every tx hash of ours in a block asks that
 node GET /v1/txs/{hash}: the answer (height, index, code) is what the client
 *saw committed*. A tx admitted by a node that is then SIGKILLed before it
 gossiped its batch is lost (mempools are not persisted; a 202 is not a commit),
-so its wallet's later txs fail with BAD_NONCE: when the watcher sees that, it
-moves the wallet back to the chain's next nonce (one past the highest nonce it
-saw committed OK), and the wallet re-sends from there.
+so its wallet's later txs fail with BAD_NONCE (so do txs whose batch was
+ordered before an earlier batch of the same wallet, e.g. one held back by an
+isolated node). When the watcher sees that, it moves the wallet back to the
+chain's next nonce (one past the highest nonce it saw committed OK) in a new
+epoch: the txs from there on are new bytes, because a tx committed with
+BAD_NONCE can never be committed again (its hash is spent), and re-sending it
+would be answered "duplicate" forever.
 
 Everything is bounded: every request has a timeout, `stop()` joins the threads.
 Only the standard library is used (http.client keep-alive connections).
@@ -141,6 +145,7 @@ class _WalletState:
     node: int
     nonce: int = 0
     max_ok: int = -1          # highest nonce seen committed with code OK
+    epoch: int = 0            # resyncs so far: part of every tx's bytes (module doc)
     lock: threading.Lock = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -165,7 +170,7 @@ class LoadDriver:
             _WalletState(Wallet.from_seed(sha256(b"bftnode-load-%d-%d" % (seed, k))),
                          k % len(self.urls))
             for k in range(count)]
-        self._tx_cache: dict[tuple[int, int], bytes] = {}
+        self._tx_cache: dict[tuple[int, int, int], bytes] = {}
         self._known: dict[str, tuple[int, int]] = {}     # hash -> (wallet, nonce)
         self.committed: dict[str, Committed] = {}
         self.outcomes: Counter[str] = Counter()          # submit outcomes by kind
@@ -243,13 +248,13 @@ class LoadDriver:
 
     # --- submitting --------------------------------------------------------------------
 
-    def _tx(self, k: int, nonce: int) -> bytes:
-        key = (k, nonce)
+    def _tx(self, k: int, nonce: int, epoch: int) -> bytes:
+        key = (k, nonce, epoch)
         tx = self._tx_cache.get(key)
         if tx is None:
             w = self.wallets[k].wallet
             w.nonce = nonce
-            tx = w.kv_set(self.chain_id, b"load/%d/%d" % (k, nonce), b"v%d" % nonce)
+            tx = w.kv_set(self.chain_id, b"load/%d/%d" % (k, nonce), b"v%d.%d" % (nonce, epoch))
             self._tx_cache[key] = tx
             if len(self._tx_cache) > 50_000:
                 self._tx_cache.pop(next(iter(self._tx_cache)))
@@ -268,8 +273,8 @@ class LoadDriver:
                     break
                 next_at = max(next_at + interval, time.monotonic() - interval)
                 with state.lock:
-                    nonce = state.nonce
-                tx = self._tx(k, nonce)
+                    nonce, epoch = state.nonce, state.epoch
+                tx = self._tx(k, nonce, epoch)
                 h = tx_hash(tx)
                 with self._lock:
                     self._known.setdefault(h, (k, nonce))
@@ -364,8 +369,11 @@ class LoadDriver:
                 state.max_ok = max(state.max_ok, c.nonce)
             elif c.code == CODE_BAD_NONCE and c.nonce > state.max_ok + 1 \
                     and state.nonce > state.max_ok + 1:
-                # A gap: txs before this one were lost with a killed node's mempool.
+                # A gap: txs before this one were lost with a killed node's mempool, or
+                # committed after it. Those nonces are re-sent as new txs (next epoch): the
+                # old bytes of a tx committed with BAD_NONCE are spent for good.
                 state.nonce = state.max_ok + 1
+                state.epoch += 1
                 with self._lock:
                     self.resyncs += 1
 

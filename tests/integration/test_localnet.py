@@ -19,6 +19,7 @@ from node.tx import Tx
 from node.wallet import Wallet
 
 from .conftest import heights, wait_until
+from .harness import metric, metrics
 
 pytestmark = pytest.mark.integration
 
@@ -185,6 +186,9 @@ def test_sigkill_restart_catches_up(net: localnet.Localnet, client: Client) -> N
     restarted = Client([net.nodes[2].rpc])
     wait_until(lambda: restarted.status()["height"] >= target, 60, "node 2 to catch up")
     assert restarted.tx(last)["status"] == "committed"
+    # It caught up by block sync, and says so once it is level with the others.
+    assert metric(metrics(net.nodes[2].rpc), "bftnode_sync_blocks_total") > 0
+    wait_until(lambda: not restarted.status()["catching_up"], 30, "node 2 to stop catching up")
     for height in (1, committed["height"], target):
         hashes = {get_json(f"{n.rpc}/v1/blocks/{height}")["block_hash"] for n in net.nodes}
         assert len(hashes) == 1, f"nodes disagree at height {height} after the restart"
