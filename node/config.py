@@ -278,7 +278,10 @@ class MempoolSection:
         256 * _MIB, "Most bytes of pending transactions held.", low=1 * _KIB, high=64 * _GIB,
     )
     max_tx_bytes: int = setting(
-        64 * _KIB, "Largest single transaction accepted.", low=128, high=4 * _MIB,
+        64 * _KIB,
+        "Largest transaction this node admits from its clients. Peers' batches and blocks "
+        "are decoded under the protocol's own fixed limit, so validators may differ here.",
+        low=128, high=4 * _MIB,
     )
     batch_max_txs: int = setting(
         2000, "A batch is sealed when it holds this many transactions...", low=1, high=1_000_000,

@@ -146,8 +146,7 @@ class Node:
             [w.handle for w in workers], m.batch_timeout_ms,
             resources=cfg.ray.mempool_resources or None)
         self.executor = rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
-                                 genesis.app, dict(genesis.allocations), map_size,
-                                 m.max_tx_bytes)
+                                 genesis.app, dict(genesis.allocations), map_size)
         self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)
         c = cfg.consensus
         timeouts = dict(timeout_propose_ms=c.timeout_propose_ms,

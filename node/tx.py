@@ -58,6 +58,12 @@ MAX_CHAIN_ID_LEN = 64
 MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 64 * 1024
 DEFAULT_MAX_TX_BYTES = 64 * 1024
+# The largest tx any validator decodes in a peer's batch or a block: one constant of the
+# protocol, never a node's setting. If it were ([mempool] max_tx_bytes), validators with
+# different settings would give one block different results (an app hash split) or could
+# not store a batch a block names (a stall). [mempool] max_tx_bytes only bounds what a
+# node admits from its clients.
+PROTOCOL_MAX_TX_BYTES = 4 * 1024 * 1024
 MAX_NONCE = (1 << 63) - 1
 MAX_AMOUNT = (1 << 63) - 1
 PUBLIC_KEY_BYTES = 32
@@ -306,6 +312,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_NONCE",
     "MAX_VALUE_BYTES",
+    "PROTOCOL_MAX_TX_BYTES",
     "TX_DOMAIN",
     "TX_MESSAGES",
     "TX_TAG",

@@ -30,7 +30,7 @@ from node.apps import (
 )
 from node.storage import StoredAppState
 from node.stores import open_storage
-from node.tx import decode_batch
+from node.tx import PROTOCOL_MAX_TX_BYTES, decode_batch
 from node.wire import decode_block, decode_certificate
 
 # Codes after which the sender's nonce has moved on (see node.apps).
@@ -43,9 +43,8 @@ class AppHashMismatch(Exception):
 
 class Executor:
     def __init__(self, data_dir: str, chain_id: str, app: str, allocations: dict[str, int],
-                 map_size: int, max_tx_bytes: int, sync: bool = True) -> None:
+                 map_size: int, sync: bool = True) -> None:
         self.chain_id = chain_id
-        self.max_tx_bytes = max_tx_bytes
         self.storage = open_storage(data_dir, map_size=map_size, sync=sync)
         height = self.storage.latest_height()
         self.app = make_app(app, StoredAppState(self.storage), genesis=allocations,
@@ -95,7 +94,7 @@ class Executor:
         valid_index = [i for i, ok in enumerate(verdicts) if ok]
         decode_codes, decoded = decode_block_txs([raw_txs[i] for i in valid_index],
                                                  chain_id=self.chain_id,
-                                                 max_tx_bytes=self.max_tx_bytes)
+                                                 max_tx_bytes=PROTOCOL_MAX_TX_BYTES)
         applied = self.app.deliver_block(height, [tx for _, tx in decoded])
         codes = [CODE_BAD_SIGNATURE] * len(raw_txs)
         for j, code in enumerate(decode_codes):

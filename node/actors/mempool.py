@@ -37,7 +37,7 @@ from consensus.codec import CodecError
 from crypto import merkle_root, sha256, verifier_backend, verify_batch
 from node.actors.verifier_pool import VerifierPool
 from node.runtime import offload, placement
-from node.tx import Batch, Tx, decode_batch, decode_tx, tx_sign_items
+from node.tx import PROTOCOL_MAX_TX_BYTES, Batch, Tx, decode_batch, decode_tx, tx_sign_items
 
 # How many committed tx hashes and batch digests are remembered to refuse replays.
 _RECENT_COMMITTED = 500_000
@@ -287,7 +287,7 @@ class Mempool:
         txs: list[Tx] = []
         for i, raw in enumerate(batch.txs):
             try:
-                tx = decode_tx(raw, self.limits.max_tx_bytes)
+                tx = decode_tx(raw, PROTOCOL_MAX_TX_BYTES)
             except CodecError as exc:
                 return [None, digest, [[], [], []], f"batch tx {i} is malformed: {exc}"]
             txs.append(tx)

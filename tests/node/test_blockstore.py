@@ -40,7 +40,7 @@ class Chain:
     """Two committed blocks: block 1 with one batch, block 2 with two (one bad signature)."""
 
     def __init__(self, home: str) -> None:
-        ex = Executor(home, CHAIN, "kvstore", {}, MAP_SIZE, 64 * 1024, sync=False)
+        ex = Executor(home, CHAIN, "kvstore", {}, MAP_SIZE, sync=False)
         a, b = Wallet.from_seed(b"\x01" * 32), Wallet.from_seed(b"\x02" * 32)
         self.batches = [
             [Batch(tuple(a.kv_set(CHAIN, b"a%d" % i, b"x") for i in range(3)))],

@@ -167,7 +167,7 @@ def test_block_interval_paces_proposals_then_ready_proposes(solo):
 def test_restart_after_the_block_was_stored_resumes_at_the_next_height(solo):
     host = solo.host()
     [(block, cert)] = decided(outputs(host.start()))
-    executor = Executor(solo.data, CHAIN, "kvstore", {}, MAP_SIZE, 64 * 1024, sync=False)
+    executor = Executor(solo.data, CHAIN, "kvstore", {}, MAP_SIZE, sync=False)
     app_hash_1 = msgpack.unpackb(executor.execute(msgpack.packb(
         [block.encode(), cert.encode(), []])), raw=False)[1]
     solo.crash()

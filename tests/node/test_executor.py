@@ -43,7 +43,7 @@ def home(tmp_path) -> Iterator[str]:
 
 
 def new_executor(home: str, app: str = "kvstore", allocations: dict | None = None) -> Executor:
-    return Executor(home, CHAIN, app, allocations or {}, MAP_SIZE, 64 * 1024, sync=False)
+    return Executor(home, CHAIN, app, allocations or {}, MAP_SIZE, sync=False)
 
 
 def certificate(block: Block, round: int = 0) -> CommitCertificate:

@@ -409,3 +409,16 @@ def test_many_peer_batches_are_prepared_and_admitted_in_one_call_each():
     with pytest.raises(ValueError, match="verdicts"):
         ticket = msgpack.unpackb(mp.prepare_batches(msgpack.packb([bad])), raw=False)[0][0][0]
         mp.admit_batches(msgpack.packb([[[ticket, True]], b"\x01"]))
+
+
+def test_a_peer_batch_is_not_held_to_this_nodes_client_tx_limit():
+    # [mempool] max_tx_bytes is a node's admission setting: a validator with a smaller one
+    # must still store (and so be able to vote on and execute) a batch a peer admitted.
+    big = kv_txs(wallet(0), 1, size=2000)
+    digest, encoded = peer_batch(big)
+    mp = Mempool(CHAIN, "kvstore", MempoolLimits(max_tx_bytes=1000))
+    assert msgpack.unpackb(mp.prepare(msgpack.packb(big)), raw=False)[2][0][2].startswith(
+        "malformed transaction:")
+    ticket, d, items, reason = prepare_batch(mp, encoded)
+    assert reason is None and d == digest
+    assert mp.admit_batch(ticket, verdicts(items)) == digest
