@@ -388,7 +388,8 @@ def _role(pid: int) -> str:
     args = procs.cmdline(pid)
     text = " ".join(args)
     if args and args[0].startswith("ray::"):
-        name = args[0][5:]
+        # Ray retitles a busy worker "ray::Class.method": the class is before the dot.
+        name = args[0][5:].split(".")[0]
         return name if name in ACTOR_ROLES else "ray (agents)"
     if " node start " in f" {text} ":
         return "supervisor"

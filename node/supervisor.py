@@ -10,8 +10,9 @@ The actors (Mempool, ConsensusHost, Executor, BlockStore, VerifierWorker×K)
 are plain classes hosted by `node.runtime`: Ray actors by default, or objects
 in this process. Every path that crosses an actor boundary is batched: the
 consensus pump hands the ConsensusHost every input that arrived since its last
-call, admission hands the mempool every tx that arrived in a few ms, and the
-commit pipeline moves whole blocks.
+call, the intake loop hands the mempool every tx and peer batch that arrived
+within one batch timeout (one call, one verifier call, one sealed batch), and
+the commit pipeline moves whole blocks.
 
 The supervisor owns its Ray actors: if it is SIGKILLed they die with it
 (Ray's owner fate-sharing) and the node restarts as a unit from its store.
@@ -60,7 +61,6 @@ SYNC_BATCH = 16
 _SYNC_FED_VALID_S = 5.0        # how long blocks fed by sync count as "asked for already"
 _FRAME_ROOM = 64 * 1024        # framing room kept under [p2p] max_frame_bytes
 _ADMISSION_MAX = 4096          # txs per admission call
-_ADMISSION_WAIT_S = 0.005      # how long admission waits to fill a call
 _NOTICE_DELAY_S = 0.02        # longest a new-batch notice waits to share a consensus call
 _REMOTE_BATCHES_PER_CALL = 64  # peer batches verified and stored per round of actor calls
 _EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
@@ -101,7 +101,8 @@ class Node:
         self._cons_urgent = asyncio.Event()
         self._timers: dict[tuple[int, int, int], asyncio.TimerHandle] = {}
         self._admission: deque[tuple[bytes, asyncio.Future]] = deque()
-        self._admission_wake = asyncio.Event()
+        self._intake_wake = asyncio.Event()    # something arrived
+        self._intake_now = asyncio.Event()     # ... that should not wait for company
         self._remote_batches: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(maxsize=256)
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._waiters: dict[bytes, list[_Waiter]] = {}
@@ -115,8 +116,6 @@ class Node:
         self._last_commit_time: float | None = None
         self._catching_up = False
         self._network_height = 0
-        self._pending_txs = 0          # admitted, not yet sealed (as the mempool last said)
-        self._last_seal = 0.0
         self._verified_seen = 0
 
     # --- lifecycle -------------------------------------------------------------------
@@ -143,7 +142,7 @@ class Node:
             MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
                           batch_max_txs=m.batch_max_txs, batch_max_bytes=m.batch_max_bytes,
                           max_batch_bytes=cfg.p2p.max_frame_bytes),
-            [w.handle for w in workers], m.batch_timeout_ms,
+            [w.handle for w in workers],
             resources=cfg.ray.mempool_resources or None)
         self.executor = rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
                                  genesis.app, dict(genesis.allocations), map_size)
@@ -187,9 +186,7 @@ class Node:
         await self.rpc.start()
         for coro, name in ((self._consensus_pump(), "consensus"),
                            (self._commit_pipeline(), "commit"),
-                           (self._admission_loop(), "admission"),
-                           (self._seal_loop(), "seal"),
-                           (self._remote_batch_loop(), "remote-batches"),
+                           (self._intake_loop(), "intake"),
                            (self._housekeeping(), "housekeeping")):
             self._tasks.append(asyncio.create_task(self._guard(coro, name), name=name))
         await self._handle_outputs(await self.consensus.call("start"))
@@ -330,6 +327,10 @@ class Node:
                 self._remote_batches.put_nowait((peer, msg.encoded))
             except asyncio.QueueFull:
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
+                return
+            self._intake_wake.set()
+            if self._fetching:
+                self._intake_now.set()   # it may be one that consensus waits for
         elif isinstance(msg, BatchRequest):
             digests = list(msg.digests)
             found = msgpack.unpackb(await self.mempool.call("get_batches", digests), raw=False)
@@ -374,15 +375,6 @@ class Node:
             self._sync_requested_at = 0.0
             self._request_sync(peer)
 
-    async def _remote_batch_loop(self) -> None:
-        # Whatever queued while the previous call was in flight goes in the next one: three
-        # actor calls (prepare, verify, admit) per round whatever the number of batches.
-        while True:
-            items = [await self._remote_batches.get()]
-            while len(items) < _REMOTE_BATCHES_PER_CALL and not self._remote_batches.empty():
-                items.append(self._remote_batches.get_nowait())
-            await self._admit_remote_batches([(encoded, False) for _peer, encoded in items])
-
     async def _admit_remote_batches(self, items: list[tuple[bytes, bool]]) -> None:
         """Verify and store peers' batches, [(encoded, requested), ...], in one mempool
         call. `requested`: a proposal or block names it (fetched, or part of a block-sync
@@ -392,8 +384,11 @@ class Node:
         # Batches this node asked for count as requested whichever way they arrive.
         packed = msgpack.packb([[[encoded, requested] for encoded, requested in items],
                                 list(self._fetching)])
-        outcomes = msgpack.unpackb(await self.mempool.call("receive_batches", packed),
-                                   raw=False)
+        self._stored_batches(msgpack.unpackb(
+            await self.mempool.call("receive_batches", packed), raw=False))
+
+    def _stored_batches(self, outcomes: list) -> None:
+        """Count and hand to consensus what the mempool did with peers' batches."""
         good, held = [], []
         for digest, outcome in outcomes:
             if outcome in ("stored", "known"):
@@ -422,24 +417,44 @@ class Node:
             return None, f"node halted: {self.halted}", 503
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._admission.append((body, fut))
-        self._admission_wake.set()
+        self._intake_wake.set()
+        if len(self._admission) >= self.cfg.mempool.batch_max_txs:
+            self._intake_now.set()   # a batch's worth is waiting: no reason to wait more
         return await fut
 
-    async def _admission_loop(self) -> None:
-        while True:
-            await self._admission_wake.wait()
-            self._admission_wake.clear()
-            await asyncio.sleep(_ADMISSION_WAIT_S)
-            while self._admission:
-                take = [self._admission.popleft()
-                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
-                await self._admit([b for b, _ in take], [f for _, f in take])
+    async def _intake_loop(self) -> None:
+        """Clients' txs and peers' batches, one mempool call per round.
 
-    async def _admit(self, bodies: list[bytes], futures: list[asyncio.Future]) -> None:
-        answers, sealed, pending = msgpack.unpackb(
-            await self.mempool.call("admit_txs", msgpack.packb(bodies)), raw=False)
+        A round gathers arrivals for up to one batch timeout after the first (less when
+        a batch's worth of txs waits, or consensus waits for a fetched batch), then one
+        `Mempool.intake` verifies them all in one verifier call, admits, stores and seals:
+        one batch per node per round. Under load rounds run back to back, each taking
+        what queued during the previous one.
+        """
+        window = self.cfg.mempool.batch_timeout_ms / 1000.0
+        while True:
+            await self._intake_wake.wait()
+            if not self._intake_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._intake_now.wait(), window)
+            self._intake_wake.clear()
+            self._intake_now.clear()
+            while self._admission or not self._remote_batches.empty():
+                txs = [self._admission.popleft()
+                       for _ in range(min(len(self._admission), _ADMISSION_MAX))]
+                batches = [self._remote_batches.get_nowait()[1] for _ in range(
+                    min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
+                await self._intake(txs, batches)
+
+    async def _intake(self, txs: list[tuple[bytes, asyncio.Future]],
+                      batches: list[bytes]) -> None:
+        # Batches this node asked for count as requested whichever way they arrive.
+        packed = msgpack.packb([[body for body, _ in txs], [[b, False] for b in batches],
+                                list(self._fetching)])
+        answers, sealed, outcomes = msgpack.unpackb(
+            await self.mempool.call("intake", packed), raw=False)
         now = time.monotonic()
-        for fut, (h, reason) in zip(futures, answers, strict=True):
+        for (_body, fut), (h, reason) in zip(txs, answers, strict=True):
             if reason is None:
                 self._admitted_at[h] = now
                 self.metrics.txs_admitted.inc()
@@ -450,27 +465,12 @@ class Node:
             if not fut.done():
                 status = 503 if reason.startswith("mempool full") else 400
                 fut.set_result((None, reason, status))
-        self._sealed(sealed, pending)
-
-    async def _seal_loop(self) -> None:
-        # Admission seals what is due in its own call while txs keep coming; this loop only
-        # seals the last, partial batch once admission goes quiet.
-        interval = self.cfg.mempool.batch_timeout_ms / 1000.0
-        while True:
-            await asyncio.sleep(interval)
-            if self._pending_txs and time.monotonic() - self._last_seal >= interval:
-                self._sealed(msgpack.unpackb(await self.mempool.call("seal", True),
-                                             raw=False), 0)
-
-    def _sealed(self, sealed: list, pending: int) -> None:
-        self._pending_txs = pending
-        if not sealed:
-            return
-        self._last_seal = time.monotonic()
-        assert self.network is not None
-        for _digest, encoded in sealed:
-            self.network.broadcast(BatchGossip(encoded).encode())
-        self._to_consensus(["batches", [d for d, _ in sealed]], urgent=False)
+        self._stored_batches(outcomes)
+        if sealed:
+            assert self.network is not None
+            for _digest, encoded in sealed:
+                self.network.broadcast(BatchGossip(encoded).encode())
+            self._to_consensus(["batches", [d for d, _ in sealed]], urgent=False)
 
     # --- commit ------------------------------------------------------------------------
 

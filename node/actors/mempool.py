@@ -1,25 +1,26 @@
 """Mempool: admission, batching and dissemination of transactions.
 
-Admission is one supervisor call per round of incoming txs, `admit_txs`, which
-runs three steps so that signatures are checked in batches, never one by one:
+The supervisor gathers what comes in for up to one batch timeout (or until a
+batch is full): clients' txs and peers' batches. One call, `intake`, takes it
+all, and signatures are checked in batches, never one by one:
 
     ticket, sign_items, rejected = prepare(txs)     # decode, validate, dedupe, limits
-    verdicts = VerifierPool.verify(*sign_items)     # the pool's worker actors
-    results = admit(ticket, verdicts)               # keep the valid ones
+    ... the same for each peer batch (`_prepare_batch`)
+    verdicts = VerifierPool.verify(*all_sign_items) # the pool's worker actors, one call
+    results = admit(ticket, verdicts)               # keep the valid txs
+    ... store the peer batches (`admit_batch`)
+    seal()                                          # this round's txs become a batch
 
 The mempool calls the VerifierPool's workers itself (with `[ray] verifier_actors
 = 0`, and in the in-process runtime, it verifies in its own process): sign items
 cross one actor boundary each way, and a Ray call (about a millisecond of CPU on
-a small machine, on each side) is paid once per round instead of three times.
-
-Admitted transactions are sealed into batches by size (`batch_max_txs`,
-`batch_max_bytes`) or by time (`batch_timeout_ms`: `admit_txs` seals what is due,
-and the supervisor calls `seal` once admission goes quiet). A batch is
-disseminated to peers and only its digest goes to consensus (DESIGN section 2).
-Batches received from peers go through the same verification in one call
-(`receive_batches`): each validator checks each signature once; a tx whose
-signature fails stays in the batch (its digest is what was ordered) and the
-executor gives it a failing code, deterministically.
+a small machine, on each side) is paid once per round, not once per step, tx or
+batch. Batches are also sealed by size (`batch_max_txs`, `batch_max_bytes`). A
+batch is disseminated to peers and only its digest goes to consensus (DESIGN
+section 2). Each validator checks each signature once; a tx whose signature
+fails in a peer's batch stays in the batch (its digest is what was ordered) and
+the executor gives it a failing code, deterministically. Block sync stores the
+batches of the blocks it fetches through `receive_batches`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Mempool:
     """Plain-class logic of the Mempool actor (no Ray, no I/O)."""
 
     def __init__(self, chain_id: str, app: str, limits: MempoolLimits = MempoolLimits(),
-                 verifiers: Sequence[Any] | None = None, batch_timeout_ms: int = 20) -> None:
+                 verifiers: Sequence[Any] | None = None) -> None:
         self.chain_id = chain_id
         self.app = app
         self.limits = limits
@@ -97,8 +98,6 @@ class Mempool:
         self._pool = VerifierPool.of_ray_actors(verifiers) if verifiers else None
         self._inline_verified = 0
         self._inline_s = 0.0
-        self.batch_timeout_s = batch_timeout_ms / 1000.0
-        self._pending_since: float | None = None   # when the oldest pending tx arrived
         self._tickets = itertools.count(1)
         self._prepared: dict[int, list[tuple[bytes, bytes, Tx]]] = {}
         self._prepared_batches: dict[int, tuple[bytes, Batch, list[bytes]]] = {}
@@ -199,8 +198,6 @@ class Mempool:
                 results.append([h, "duplicate: transaction already in the mempool"])
                 self.stats["rejected"] += 1
                 continue
-            if not self._pending:
-                self._pending_since = time.monotonic()
             self._pending[h] = raw
             self._pending_bytes += len(raw)
             self._known.add(h)
@@ -242,7 +239,6 @@ class Mempool:
             self._batch_txs += len(txs)
             self.stats["sealed_batches"] += 1
             out.append([digest, encoded])
-        self._pending_since = time.monotonic() if self._pending else None
         return msgpack.packb(out)
 
     def prepare_batch(self, encoded: bytes) -> bytes:
@@ -370,34 +366,6 @@ class Mempool:
         return verdicts
 
     @offload
-    def admit_txs(self, packed_txs: bytes) -> bytes:
-        """Admission of a list of encoded txs in one call: `prepare`, the verifier pool,
-        `admit`, and sealing whatever is due (a full batch, or pending txs older than the
-        batch timeout).
-
-        Returns packed ``[[[hash|None, reason|None], ...], sealed, pending]``: one answer
-        per input tx in order, the new batches ``[[digest, encoded], ...]`` to gossip and
-        hand to consensus, and the txs left pending (a later `seal` takes them).
-        """
-        n = len(msgpack.unpackb(packed_txs, raw=False, use_list=False)) \
-            if packed_txs else 0
-        ticket, (pks, msgs, sigs), rejected = msgpack.unpackb(self.prepare(packed_txs),
-                                                              raw=False)
-        results, _full = msgpack.unpackb(self.admit(ticket, self._verify(pks, msgs, sigs)),
-                                         raw=False)
-        answers: list[list] = [[]] * n
-        for i, h, reason in rejected:
-            answers[i] = [h, reason]
-        it = iter(results)
-        for i in range(n):
-            if not answers[i]:
-                answers[i] = next(it)
-        due = (self._pending_since is not None
-               and time.monotonic() - self._pending_since >= self.batch_timeout_s)
-        sealed = msgpack.unpackb(self.seal(force=due), raw=False)
-        return msgpack.packb([answers, sealed, len(self._pending)])
-
-    @offload
     def receive_batches(self, packed: bytes) -> bytes:
         """Peers' batches in one call, ``[[[encoded, requested], ...], fetching]``: decode,
         verify through the pool, store (`admit_batch` says what a requested batch
@@ -410,14 +378,60 @@ class Mempool:
         ``"bad_signature"`` or ``"mempool_full"`` (refused), or ``"malformed: <why>"``.
         """
         items, fetching = msgpack.unpackb(packed, raw=False)
-        fetching = set(fetching)
+        prepared, (pks, msgs, sigs) = self._prepare_remote(items)
+        verdicts = self._verify(pks, msgs, sigs)
+        return msgpack.packb(self._admit_remote(items, prepared, verdicts, set(fetching)))
+
+    @offload
+    def intake(self, packed: bytes) -> bytes:
+        """One round of everything that came in: clients' txs and peers' batches.
+
+        `packed` is ``[[encoded tx, ...], [[encoded batch, requested], ...], fetching]``.
+        Their signatures go to the verifier pool in a single call; then the txs are
+        admitted as by `prepare` and `admit`, the batches stored as by `receive_batches`, and every
+        pending tx is sealed (a round is at most one batch timeout of arrivals).
+
+        Returns packed ``[answers, sealed, outcomes]``: one ``[hash|None, reason|None]``
+        per tx, the new batches ``[[digest, encoded], ...]``, one ``[digest, outcome]``
+        per peer batch.
+        """
+        txs, items, fetching = msgpack.unpackb(packed, raw=False)
+        ticket, (pks, msgs, sigs), rejected = msgpack.unpackb(
+            self.prepare(msgpack.packb(txs)), raw=False)
+        prepared, (rpks, rmsgs, rsigs) = self._prepare_remote(items)
+        verdicts = self._verify(pks + rpks, msgs + rmsgs, sigs + rsigs)
+        local, remote = verdicts[:len(pks)], verdicts[len(pks):]
+        results, _full = msgpack.unpackb(self.admit(ticket, local), raw=False)
+        answers = self._answers(len(txs), rejected, results)
+        # Peers' batches first: they drop our pending copies of txs they already carry.
+        outcomes = self._admit_remote(items, prepared, remote, set(fetching))
+        sealed = msgpack.unpackb(self.seal(force=True), raw=False)
+        return msgpack.packb([answers, sealed, outcomes])
+
+    @staticmethod
+    def _answers(n: int, rejected: list, results: list) -> list[list]:
+        """One [hash, reason] per input tx, in order, from `prepare`'s refusals and
+        `admit`'s results (which cover the others, in order)."""
+        answers: list[list] = [[]] * n
+        for i, h, reason in rejected:
+            answers[i] = [h, reason]
+        it = iter(results)
+        for i in range(n):
+            if not answers[i]:
+                answers[i] = next(it)
+        return answers
+
+    def _prepare_remote(self, items: list) -> tuple[list, list[list[bytes]]]:
         prepared = [self._prepare_batch(e) if type(e) is bytes
                     else [None, None, [[], [], []], "malformed batch: not bytes"]
                     for e, _requested in items]
         pks = [pk for p in prepared for pk in p[2][0]]
         msgs = [m for p in prepared for m in p[2][1]]
         sigs = [sg for p in prepared for sg in p[2][2]]
-        verdicts = self._verify(pks, msgs, sigs)
+        return prepared, [pks, msgs, sigs]
+
+    def _admit_remote(self, items: list, prepared: list, verdicts: bytes,
+                      fetching: set[bytes]) -> list[list]:
         out: list[list] = []
         offset = 0
         for (_e, requested), (ticket, digest, (p, _m, _s), reason) in zip(
@@ -435,7 +449,7 @@ class Mempool:
                 out.append([digest, "stored" if ok else "held"])
             else:
                 out.append([digest, "mempool_full" if ok else "bad_signature"])
-        return msgpack.packb(out)
+        return out
 
     def verify_stats(self) -> tuple[int, float]:
         """Signatures verified for this mempool and the seconds it took."""

@@ -422,3 +422,24 @@ def test_a_peer_batch_is_not_held_to_this_nodes_client_tx_limit():
     ticket, d, items, reason = prepare_batch(mp, encoded)
     assert reason is None and d == digest
     assert mp.admit_batch(ticket, verdicts(items)) == digest
+
+
+def test_intake_verifies_txs_and_peer_batches_together_and_seals_the_round():
+    peer_digest, peer_encoded = peer_batch(kv_txs(wallet(0), 2))
+    mine = kv_txs(wallet(1), 3)
+    mine[1] = forged(mine[1])
+    mp = Mempool(CHAIN, "kvstore")
+    answers, sealed, outcomes = msgpack.unpackb(mp.intake(msgpack.packb(
+        [mine + [b"junk"], [[peer_encoded, False], [b"\xc1", False]], []])), raw=False)
+    assert [reason for _h, reason in answers][0] is None
+    assert answers[1][1].startswith("invalid signature")
+    assert answers[2][1] is None and answers[3][1].startswith("malformed")
+    # The round's admitted txs are one sealed batch; the peer's batch is stored.
+    [(digest, encoded)] = sealed
+    assert list(decode_batch(encoded).txs) == [mine[0], mine[2]]
+    assert outcomes[0] == [peer_digest, "stored"]
+    assert outcomes[1][0] is None and outcomes[1][1].startswith("malformed")
+    assert mp.has_batches([digest, peer_digest]) == [True, True]
+    assert mp.verify_stats()[0] == 3 + 2
+    # Nothing left pending; an empty round is harmless.
+    assert msgpack.unpackb(mp.intake(msgpack.packb([[], [], []])), raw=False) == [[], [], []]
