@@ -61,6 +61,7 @@ SYNC_BATCH = 16
 _SYNC_FED_VALID_S = 5.0        # how long blocks fed by sync count as "asked for already"
 _FRAME_ROOM = 64 * 1024        # framing room kept under [p2p] max_frame_bytes
 _ADMISSION_MAX = 4096          # txs per admission call
+_INTAKE_NOW_TXS = 64           # txs waiting that start an intake round without more delay
 _NOTICE_DELAY_S = 0.02        # longest a new-batch notice waits to share a consensus call
 _REMOTE_BATCHES_PER_CALL = 64  # peer batches verified and stored per round of actor calls
 _EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
@@ -418,15 +419,17 @@ class Node:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._admission.append((body, fut))
         self._intake_wake.set()
-        if len(self._admission) >= self.cfg.mempool.batch_max_txs:
-            self._intake_now.set()   # a batch's worth is waiting: no reason to wait more
+        if len(self._admission) >= _INTAKE_NOW_TXS:
+            # Enough to make a call worth it. Waiting longer would also cap throughput:
+            # each HTTP/1.1 connection has one request in flight, and it waits here.
+            self._intake_now.set()
         return await fut
 
     async def _intake_loop(self) -> None:
         """Clients' txs and peers' batches, one mempool call per round.
 
         A round gathers arrivals for up to one batch timeout after the first (less when
-        a batch's worth of txs waits, or consensus waits for a fetched batch), then one
+        _INTAKE_NOW_TXS txs wait, or consensus waits for a fetched batch), then one
         `Mempool.intake` verifies them all in one verifier call, admits, stores and seals:
         one batch per node per round. Under load rounds run back to back, each taking
         what queued during the previous one.
