@@ -291,7 +291,11 @@ class MempoolSection:
         low=1 * _KIB, high=64 * _MIB,
     )
     batch_timeout_ms: int = setting(
-        20, "...or when its first transaction has waited this long.", low=1, high=60_000,
+        20,
+        "...or when its intake round ends: clients' txs and peers' batches are gathered for "
+        "at most this long after the first arrival (less once 64 txs wait), then verified, "
+        "admitted and sealed in one mempool call.",
+        low=1, high=60_000,
     )
 
 
