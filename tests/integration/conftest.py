@@ -15,6 +15,15 @@ from node import localnet, procs
 from node.client import Client
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A localnet that fails to start says why per node (exit code, silence) and shows
+    each node's log tail: NodesNotReady keeps them in `details`, not in its message."""
+    outcome = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, localnet.NodesNotReady):
+        outcome.get_result().sections.append(("localnet nodes", call.excinfo.value.details))
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                interval: float = 0.2) -> object:
     deadline = time.monotonic() + timeout
