@@ -70,8 +70,15 @@ def test_orphans_are_found_by_session_and_environment_marker():
     # The daemon calls setsid and its parent exits: no parent walk finds it.
     launcher = _spawn("setsid sleep 61 & sleep 62 & exit 0", env_mark="tree-a")
     launcher.wait(timeout=5)
-    orphans = _wait_for(lambda: len(procs.marked((MARK, "tree-a"))) >= 2 and
-                        procs.marked((MARK, "tree-a")))
+
+    def both_sleeps() -> dict[int, int] | bool:
+        # One snapshot per poll, and only once both sleeps have exec'd: setsid may fork,
+        # and for a moment the snapshot holds its exiting parent instead of "sleep 61".
+        found = procs.marked((MARK, "tree-a"))
+        names = sorted(" ".join(procs.cmdline(p)) for p in found)
+        return names == ["sleep 61", "sleep 62"] and found
+
+    orphans = _wait_for(both_sleeps)
     try:
         # "sleep 62" stays in the launcher's session; "sleep 61" leaves it.
         in_session = set(_wait_for(lambda: len(procs.session_members(launcher.pid)) == 1
