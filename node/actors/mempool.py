@@ -35,8 +35,8 @@ from typing import Any
 import msgpack
 
 from consensus.codec import CodecError
-from crypto import merkle_root, sha256, verifier_backend, verify_batch
-from node.actors.verifier_pool import VerifierPool
+from crypto import merkle_root, sha256, verifier_backend
+from node.actors.verifier_pool import VerifierPool, VerifierWorker
 from node.runtime import offload, placement
 from node.tx import PROTOCOL_MAX_TX_BYTES, Batch, Tx, decode_batch, decode_tx, tx_sign_items
 
@@ -93,11 +93,10 @@ class Mempool:
         self.chain_id = chain_id
         self.app = app
         self.limits = limits
-        # Ray handles of the VerifierPool's workers; none: verify in this process (the
+        # Ray handles of the VerifierPool's workers; none: one worker in this process (the
         # in-process runtime, or [ray] verifier_actors = 0).
-        self._pool = VerifierPool.of_ray_actors(verifiers) if verifiers else None
-        self._inline_verified = 0
-        self._inline_s = 0.0
+        self._pool = (VerifierPool.of_ray_actors(verifiers) if verifiers
+                      else VerifierPool([VerifierWorker()]))
         self._tickets = itertools.count(1)
         self._prepared: dict[int, list[tuple[bytes, bytes, Tx]]] = {}
         self._prepared_batches: dict[int, tuple[bytes, Batch, list[bytes]]] = {}
@@ -127,7 +126,9 @@ class Mempool:
         the sign items of the txs still in the running (in input order) and the
         refused ones with their reasons.
         """
-        txs = msgpack.unpackb(packed_txs, raw=False)
+        return msgpack.packb(self._prepare(msgpack.unpackb(packed_txs, raw=False)))
+
+    def _prepare(self, txs: list) -> list:
         ticket = next(self._tickets)
         keep: list[tuple[bytes, bytes, Tx]] = []
         rejected: list[list] = []
@@ -175,7 +176,7 @@ class Mempool:
         self._reserved_bytes += sum(len(raw) for _, raw, _ in keep)
         pks, msgs, sigs = tx_sign_items([t for _, _, t in keep])
         self.stats["rejected"] += len(rejected)
-        return msgpack.packb([ticket, [pks, msgs, sigs], rejected])
+        return [ticket, [pks, msgs, sigs], rejected]
 
     def admit(self, ticket: int, verdicts: bytes) -> bytes:
         """Keep the prepared txs whose signature verified.
@@ -183,6 +184,9 @@ class Mempool:
         Returns packed ``[[hash, reason|None], ...]`` in the order of the prepared
         txs, and a flag saying whether a batch is now full and should be sealed.
         """
+        return msgpack.packb(self._admit(ticket, verdicts))
+
+    def _admit(self, ticket: int, verdicts: bytes) -> list:
         keep = self._prepared.pop(ticket)
         self._reserved_txs -= len(keep)
         self._reserved_bytes -= sum(len(raw) for _, raw, _ in keep)
@@ -204,7 +208,7 @@ class Mempool:
             results.append([h, None])
             self.stats["admitted"] += 1
         full = len(self._pending) >= self.limits.batch_max_txs
-        return msgpack.packb([results, full])
+        return [results, full]
 
     # --- batches ---------------------------------------------------------------------
 
@@ -214,6 +218,9 @@ class Mempool:
         Without `force` only full batches are sealed (the time trigger passes
         force=True).
         """
+        return msgpack.packb(self._seal(force))
+
+    def _seal(self, force: bool) -> list[list]:
         out = []
         while self._pending:
             if not force and len(self._pending) < self.limits.batch_max_txs:
@@ -239,7 +246,7 @@ class Mempool:
             self._batch_txs += len(txs)
             self.stats["sealed_batches"] += 1
             out.append([digest, encoded])
-        return msgpack.packb(out)
+        return out
 
     def prepare_batch(self, encoded: bytes) -> bytes:
         """Decode a peer's batch: packed ``[ticket|None, digest, [pks, msgs, sigs], reason]``.
@@ -248,28 +255,6 @@ class Mempool:
         refused (reason set).
         """
         return msgpack.packb(self._prepare_batch(encoded))
-
-    def prepare_batches(self, packed: bytes) -> bytes:
-        """`prepare_batch` for many peer batches in one call (packed list of encoded batches).
-
-        Returns packed ``[[[ticket|None, digest, count, reason], ...], [pks, msgs, sigs]]``:
-        the sign items of every batch to verify, concatenated in input order, `count` of
-        them belonging to each batch.
-        """
-        out: list[list] = []
-        pks: list[bytes] = []
-        msgs: list[bytes] = []
-        sigs: list[bytes] = []
-        for encoded in msgpack.unpackb(packed, raw=False):
-            if type(encoded) is not bytes:
-                out.append([None, None, 0, "malformed batch: not bytes"])
-                continue
-            ticket, digest, (p, m, s), reason = self._prepare_batch(encoded)
-            out.append([ticket, digest, len(p), reason])
-            pks.extend(p)
-            msgs.extend(m)
-            sigs.extend(s)
-        return msgpack.packb([out, [pks, msgs, sigs]])
 
     def _prepare_batch(self, encoded: bytes) -> list:
         try:
@@ -291,23 +276,6 @@ class Mempool:
         self._prepared_batches[ticket] = (encoded, batch, hashes)
         pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
         return [ticket, digest, [pks, msgs, sigs], None]
-
-    def admit_batches(self, packed: bytes) -> bytes:
-        """`admit_batch` for many prepared batches in one call.
-
-        `packed` is ``[[[ticket, requested], ...], verdicts]`` with the verdicts of all
-        of them concatenated in that order; returns packed ``[digest | b"", ...]``.
-        """
-        tickets, verdicts = msgpack.unpackb(packed, raw=False)
-        counts = [len(self._prepared_batches[ticket][2]) for ticket, _ in tickets]
-        if sum(counts) != len(verdicts):
-            raise ValueError(f"{len(verdicts)} verdicts for {sum(counts)} txs")
-        out = []
-        offset = 0
-        for (ticket, requested), count in zip(tickets, counts, strict=True):
-            out.append(self.admit_batch(ticket, verdicts[offset:offset + count], requested))
-            offset += count
-        return msgpack.packb(out)
 
     def admit_batch(self, ticket: int, verdicts: bytes, requested: bool = True) -> bytes:
         """Store a verified peer batch; its digest, or b"" if refused.
@@ -353,18 +321,6 @@ class Mempool:
     def backend(self) -> str:
         return verifier_backend()
 
-    def _verify(self, pks: list[bytes], msgs: list[bytes], sigs: list[bytes]) -> bytes:
-        """Verdicts (one byte each) from the VerifierPool's workers, or in this process."""
-        if self._pool is not None:
-            return self._pool.verify(pks, msgs, sigs)
-        if not pks:
-            return b""
-        t0 = time.perf_counter()
-        verdicts = bytes(verify_batch(pks, msgs, sigs))
-        self._inline_s += time.perf_counter() - t0
-        self._inline_verified += len(pks)
-        return verdicts
-
     @offload
     def receive_batches(self, packed: bytes) -> bytes:
         """Peers' batches in one call, ``[[[encoded, requested], ...], fetching]``: decode,
@@ -379,7 +335,7 @@ class Mempool:
         """
         items, fetching = msgpack.unpackb(packed, raw=False)
         prepared, (pks, msgs, sigs) = self._prepare_remote(items)
-        verdicts = self._verify(pks, msgs, sigs)
+        verdicts = self._pool.verify(pks, msgs, sigs)
         return msgpack.packb(self._admit_remote(items, prepared, verdicts, set(fetching)))
 
     @offload
@@ -396,17 +352,15 @@ class Mempool:
         per peer batch.
         """
         txs, items, fetching = msgpack.unpackb(packed, raw=False)
-        ticket, (pks, msgs, sigs), rejected = msgpack.unpackb(
-            self.prepare(msgpack.packb(txs)), raw=False)
+        ticket, (pks, msgs, sigs), rejected = self._prepare(txs)
         prepared, (rpks, rmsgs, rsigs) = self._prepare_remote(items)
-        verdicts = self._verify(pks + rpks, msgs + rmsgs, sigs + rsigs)
+        verdicts = self._pool.verify(pks + rpks, msgs + rmsgs, sigs + rsigs)
         local, remote = verdicts[:len(pks)], verdicts[len(pks):]
-        results, _full = msgpack.unpackb(self.admit(ticket, local), raw=False)
+        results, _full = self._admit(ticket, local)
         answers = self._answers(len(txs), rejected, results)
         # Peers' batches first: they drop our pending copies of txs they already carry.
         outcomes = self._admit_remote(items, prepared, remote, set(fetching))
-        sealed = msgpack.unpackb(self.seal(force=True), raw=False)
-        return msgpack.packb([answers, sealed, outcomes])
+        return msgpack.packb([answers, self._seal(force=True), outcomes])
 
     @staticmethod
     def _answers(n: int, rejected: list, results: list) -> list[list]:
@@ -453,9 +407,7 @@ class Mempool:
 
     def verify_stats(self) -> tuple[int, float]:
         """Signatures verified for this mempool and the seconds it took."""
-        if self._pool is not None:
-            return self._pool.verified, self._pool.seconds
-        return self._inline_verified, self._inline_s
+        return self._pool.verified, self._pool.seconds
 
     def has_batches(self, digests: list[bytes]) -> list[bool]:
         return [d in self._batches for d in digests]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import msgpack
-import pytest
 
 from crypto import merkle_root, sha256, verify_batch
 from node.actors.mempool import Mempool, MempoolLimits
@@ -383,7 +382,7 @@ def test_contains_and_size_track_every_stage():
     assert not mp.contains(h) and mp.size() == (0, 0)
 
 
-def test_many_peer_batches_are_prepared_and_admitted_in_one_call_each():
+def test_many_peer_batches_are_received_in_one_call():
     good_digest, good = peer_batch(kv_txs(wallet(0), 2))
     w = wallet(1)
     bad_txs = kv_txs(w, 2)
@@ -392,23 +391,22 @@ def test_many_peer_batches_are_prepared_and_admitted_in_one_call_each():
     mp = Mempool(CHAIN, "kvstore")
     admit(mp, kv_txs(wallet(2), 1))
     [(own_digest, own)] = seal(mp)
-    prepared, (pks, msgs, sigs) = msgpack.unpackb(
-        mp.prepare_batches(msgpack.packb([good, b"\xc1junk", own, bad])), raw=False)
-    # One entry per input, in order; sign items only for the batches still to verify.
-    assert [p[1:] for p in prepared] == [[good_digest, 2, None], [None, 0, prepared[1][3]],
-                                        [own_digest, 0, None], [bad_digest, 2, None]]
-    assert prepared[1][3].startswith("malformed batch:")
-    assert prepared[0][0] is not None and prepared[2][0] is None and prepared[3][0] is not None
-    v = verify_batch(pks, msgs, sigs)
-    assert v == [True, True, False, True]
-    # The gossiped bad batch is refused; the requested one would be held.
-    tickets = [[prepared[0][0], False], [prepared[3][0], False]]
-    stored = msgpack.unpackb(mp.admit_batches(msgpack.packb([tickets, bytes(v)])), raw=False)
-    assert stored == [good_digest, b""]
+    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[good, False], [b"\xc1junk", False], [own, False], [bad, False]], []])), raw=False)
+    # One outcome per input, in order. The gossiped bad batch is refused.
+    assert [o[0] for o in outcomes] == [good_digest, None, own_digest, bad_digest]
+    assert outcomes[0][1] == "stored" and outcomes[2][1] == "known"
+    assert outcomes[1][1].startswith("malformed: malformed batch:")
+    assert outcomes[3][1] == "bad_signature"
+    # One verification for the two batches still to verify, none for the known one.
+    assert mp.verify_stats()[0] == 4
     assert mp.has_batches([good_digest, bad_digest]) == [True, False]
-    with pytest.raises(ValueError, match="verdicts"):
-        ticket = msgpack.unpackb(mp.prepare_batches(msgpack.packb([bad])), raw=False)[0][0][0]
-        mp.admit_batches(msgpack.packb([[[ticket, True]], b"\x01"]))
+    # Named by a proposal (fetching), the same bad batch is held, never proposed.
+    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[bad, False]], [bad_digest]])), raw=False)
+    assert outcomes == [[bad_digest, "held"]]
+    [[_encoded, verdicts]] = msgpack.unpackb(mp.get_batches([bad_digest]), raw=False)
+    assert verdicts == b"\x00\x01"
 
 
 def test_a_peer_batch_is_not_held_to_this_nodes_client_tx_limit():
