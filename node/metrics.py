@@ -8,6 +8,12 @@ FINALITY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75,
                     2.5, 5.0, 10.0, 30.0)
 
 
+def catch_up(counter: Counter, total: float) -> None:
+    """Raise `counter` to a running total kept elsewhere (an actor, the peer network),
+    read when /metrics is scraped; a counter never goes down."""
+    counter.inc(max(0, total - counter._value.get()))
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()

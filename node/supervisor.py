@@ -43,7 +43,7 @@ from node.actors.verifier_pool import VerifierWorker
 from node.apps import CODE_NAMES, MemoryState, make_app
 from node.config import NodeConfig, load_config, parse_host_port
 from node.genesis import Genesis, load_genesis
-from node.metrics import NodeMetrics
+from node.metrics import NodeMetrics, catch_up
 from node.p2p import NetworkConfig, PeerAddress, PeerNetwork
 from node.rpc import RpcServer
 from node.runtime import Runtime, make_runtime
@@ -53,6 +53,7 @@ from node.wire import (
     BatchRequest,
     BlockSyncRequest,
     BlockSyncResponse,
+    decode_block,
 )
 
 log = logging.getLogger("bftnode")
@@ -117,7 +118,6 @@ class Node:
         self._last_commit_time: float | None = None
         self._catching_up = False
         self._network_height = 0
-        self._verified_seen = 0
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -237,9 +237,8 @@ class Node:
     async def _consensus_pump(self) -> None:
         while True:
             await self._cons_wake.wait()
-            self._cons_wake.clear()
             if not self._cons_urgent.is_set():
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._cons_urgent.wait(), _NOTICE_DELAY_S)
             self._cons_urgent.clear()
             self._cons_wake.clear()
@@ -358,8 +357,6 @@ class Node:
     async def _on_sync_response(self, peer: bytes, msg: BlockSyncResponse) -> None:
         await self._admit_remote_batches(
             [(encoded, True) for _block, _cert, batches in msg.blocks for encoded in batches])
-        from node.wire import decode_block
-
         top = 0
         for block, cert, _batches in msg.blocks:
             try:
@@ -483,8 +480,6 @@ class Node:
             await self._commit(block_bytes, cert_bytes)
 
     async def _commit(self, block_bytes: bytes, cert_bytes: bytes) -> None:
-        from node.wire import decode_block
-
         block = decode_block(block_bytes)
         digests = [d for d in block.payload if is_batch_digest(d)]
         evidence = len(block.payload) - len(digests)
@@ -622,11 +617,9 @@ class Node:
         assert self.network is not None
         self.metrics.peers.set(len(self.network.connected_peers()))
         for reason, n in self.network.rejections().items():
-            counter = self.metrics.p2p_rejected.labels(reason)
-            counter.inc(max(0, n - counter._value.get()))
+            catch_up(self.metrics.p2p_rejected.labels(reason), n)
         verified, seconds = await self.mempool.call("verify_stats")
-        self.metrics.signatures_verified.inc(max(0, verified - self._verified_seen))
-        self._verified_seen = max(verified, self._verified_seen)
+        catch_up(self.metrics.signatures_verified, verified)
         if seconds > 0:
             self.metrics.verify_rate.set(verified / seconds)
         (_h, r, _step, host_rejected, engine_rejected, _found, _in_blocks, _pending,
@@ -640,8 +633,7 @@ class Node:
                 key = (kind, reason.split(":")[0].replace(" ", "_"))
                 totals[key] = totals.get(key, 0) + n
         for (kind, reason), n in totals.items():
-            counter = self.metrics.consensus_dropped.labels(kind, reason)
-            counter.inc(max(0, n - counter._value.get()))
+            catch_up(self.metrics.consensus_dropped.labels(kind, reason), n)
 
     async def _housekeeping(self) -> None:
         """Periodic: forget stale fetches, and ask for blocks when we seem stuck."""
