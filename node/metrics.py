@@ -17,6 +17,7 @@ def catch_up(counter: Counter, total: float) -> None:
 class NodeMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._call_children: dict[tuple[str, str], tuple[Counter, Counter]] = {}
         self.height = Gauge("bftnode_height", "Last committed height", registry=r)
         self.round = Gauge("bftnode_round", "Consensus round at the current height", registry=r)
         self.block_interval = Histogram(
@@ -56,6 +57,22 @@ class NodeMetrics:
             "duplicate), by reason", ["kind", "reason"], registry=r)
         self.sync_blocks = Counter("bftnode_sync_blocks", "Blocks obtained by block sync",
                                    registry=r)
+        self.actor_calls = Counter(
+            "bftnode_actor_calls", "Calls from the supervisor to the node's actors, by actor "
+            "and method", ["actor", "method"], registry=r)
+        self.actor_call_seconds = Counter(
+            "bftnode_actor_call_seconds", "Wall time the supervisor waited on actor calls "
+            "(queueing included), by actor and method", ["actor", "method"], registry=r)
+
+    def observe_call(self, actor: str, method: str, seconds: float) -> None:
+        key = (actor, method)
+        children = self._call_children.get(key)
+        if children is None:
+            children = self._call_children[key] = (
+                self.actor_calls.labels(actor, method),
+                self.actor_call_seconds.labels(actor, method))
+        children[0].inc()
+        children[1].inc(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

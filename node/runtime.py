@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -47,6 +48,14 @@ def placement() -> dict[str, object]:
     return where
 
 
+# Told of every actor call the supervisor makes: (actor class, method, seconds waited).
+CallObserver = Callable[[str, str, float], None]
+
+
+def _no_observer(actor: str, method: str, seconds: float) -> None:
+    pass
+
+
 class ActorRef(Protocol):
     name: str
 
@@ -65,30 +74,37 @@ class Runtime(Protocol):
 class LocalRef:
     """An actor living in this process."""
 
-    def __init__(self, name: str, obj: Any) -> None:
+    def __init__(self, name: str, obj: Any, observe: CallObserver = _no_observer) -> None:
         self.name = name
         self.obj = obj
+        self._label = type(obj).__name__
+        self._observe = observe
         self._lock = asyncio.Lock()
 
     async def call(self, method: str, *args: Any) -> Any:
         fn = getattr(self.obj, method)
+        t0 = time.monotonic()
         # One call at a time per actor, as under Ray (max_concurrency=1): while an
         # offloaded call runs on its thread, later calls to the same actor wait.
-        async with self._lock:
-            if getattr(fn, _OFFLOAD, False):
-                return await asyncio.to_thread(fn, *args)
-            return fn(*args)
+        try:
+            async with self._lock:
+                if getattr(fn, _OFFLOAD, False):
+                    return await asyncio.to_thread(fn, *args)
+                return fn(*args)
+        finally:
+            self._observe(self._label, method, time.monotonic() - t0)
 
 
 class InProcessRuntime:
     kind = "inprocess"
 
-    def __init__(self) -> None:
+    def __init__(self, observe: CallObserver = _no_observer) -> None:
         self._actors: list[LocalRef] = []
+        self._observe = observe
 
     def spawn(self, name: str, cls: type, *args: Any, resources: dict[str, float] | None = None,
               **kwargs: Any) -> LocalRef:
-        ref = LocalRef(name, cls(*args, **kwargs))
+        ref = LocalRef(name, cls(*args, **kwargs), self._observe)
         self._actors.append(ref)
         return ref
 
@@ -101,12 +117,19 @@ class InProcessRuntime:
 
 
 class RayRef:
-    def __init__(self, name: str, handle: Any) -> None:
+    def __init__(self, name: str, handle: Any, label: str,
+                 observe: CallObserver = _no_observer) -> None:
         self.name = name
         self.handle = handle
+        self._label = label
+        self._observe = observe
 
     async def call(self, method: str, *args: Any) -> Any:
-        return await getattr(self.handle, method).remote(*args)
+        t0 = time.monotonic()
+        try:
+            return await getattr(self.handle, method).remote(*args)
+        finally:
+            self._observe(self._label, method, time.monotonic() - t0)
 
 
 class RayRuntime:
@@ -119,10 +142,11 @@ class RayRuntime:
     kind = "ray"
 
     def __init__(self, namespace: str, address: str = "", include_dashboard: bool = False,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, observe: CallObserver = _no_observer) -> None:
         import ray
 
         self._ray = ray
+        self._observe = observe
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         # Ray runs workers at nice 15 by default: a node's actors would get a 1/28 share of
         # the CPU against its own supervisor. They are the node; run them at normal priority.
@@ -161,7 +185,7 @@ class RayRuntime:
         if resources:
             options["resources"] = dict(resources)
         handle = remote_cls.options(**options).remote(*args, **kwargs)
-        ref = RayRef(name, handle)
+        ref = RayRef(name, handle, cls.__name__, self._observe)
         self._actors.append(ref)
         return ref
 
@@ -181,10 +205,12 @@ class RayRuntime:
             ray.shutdown()
 
 
-def make_runtime(kind: str, namespace: str, address: str = "",
-                 include_dashboard: bool = False) -> Runtime:
+def make_runtime(kind: str, namespace: str, address: str = "", include_dashboard: bool = False,
+                 observe: CallObserver = _no_observer) -> Runtime:
+    """`observe` is told of every actor call (actor class, method, seconds waited)."""
     if kind == "inprocess":
-        return InProcessRuntime()
+        return InProcessRuntime(observe)
     if kind == "ray":
-        return RayRuntime(namespace, address=address, include_dashboard=include_dashboard)
+        return RayRuntime(namespace, address=address, include_dashboard=include_dashboard,
+                          observe=observe)
     raise ValueError(f"unknown runtime {kind!r} (expected 'ray' or 'inprocess')")

@@ -108,6 +108,10 @@ def test_hostile_client_input_is_refused_and_node_stays_up(net: localnet.Localne
     metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     assert 'bftnode_txs_rejected_total{reason="malformed"}' in metrics
     assert 'bftnode_http_rejected_total{reason="empty_body"}' in metrics
+    # Every admission round is one Mempool.intake call, counted with its wait.
+    assert metric(metrics, "bftnode_actor_calls_total", actor="Mempool", method="intake") > 0
+    assert metric(metrics, "bftnode_actor_call_seconds_total", actor="Mempool",
+                  method="intake") > 0
 
 
 def test_listeners_are_loopback(net: localnet.Localnet) -> None:
