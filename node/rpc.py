@@ -8,16 +8,29 @@ once (idle keep-alive ones and /v1/events WebSockets included), not only the
 requests being served: each holds a file descriptor and buffers whether it
 sends anything or not. The listener counts them itself (`_LimitedSite`); one
 more is answered ``503 {"error": "too many open connections ..."}`` and closed.
+
+Submissions. A plain ``POST /v1/txs`` (no query, a Content-Length body, nothing
+asking for more than a keep-alive exchange) is parsed and answered by the
+connection itself (`_CountedHandler`'s fast path), pipelined requests in order:
+aiohttp's request machinery costs tens of microseconds per request, and every
+transaction a client sends crosses it. Anything else on the connection (a GET,
+``?wait=commit``, chunked bodies, ``Expect``, ``Connection: close``, a body over
+the limit) hands the connection to aiohttp for good, once the answers the fast
+path still owes have been written. Both give the same status and JSON body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http
 import json
 import logging
 import math
 import re
+import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +48,65 @@ _HEIGHT_RE = re.compile(r"^[0-9]{1,19}$")
 _MAX_HEIGHT = 2**63 - 1
 _REFUSED_LINGER_S = 2.0   # how long a refused connection may take to send its request
 _REFUSED_HEAD_BYTES = 16 * 1024
+_FAST_REQUEST_LINE = b"POST /v1/txs HTTP/1.1\r\n"
+_FAST_HEAD_MAX = 8 * 1024       # a longer head goes to aiohttp (which applies its limits)
+_FAST_MAX_PENDING = 1024        # answers owed on one connection before it stops reading
+# Headers that ask for more than the fast path does; "connection" is fine as keep-alive.
+_FAST_HANDS_OVER = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"connection"))
+
+# What submitting one tx returns, resolved later: (hash hex, None, 202) or (None, reason,
+# status), as `Node.submit_tx`.
+Submit = Callable[[bytes], "asyncio.Future[tuple[str | None, str | None, int]]"]
+
+
+class _DateHeader:
+    """The Date header, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def line(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._line = b"Date: %s\r\n" % email.utils.formatdate(now, usegmt=True).encode()
+        return self._line
+
+
+_DATE = _DateHeader()
+
+
+def _fast_answer(result: tuple[str | None, str | None, int]) -> bytes:
+    tx_hash, error, status = result
+    body = json.dumps({"hash": tx_hash} if error is None else {"error": error}).encode()
+    return b"".join((
+        b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
+        b"Content-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
+        % len(body), _DATE.line(), b"Server: bftnode\r\n\r\n", body))
+
+
+def _fast_body_length(head: bytes, max_body: int) -> int | None:
+    """The body length of a request head the fast path serves, else None."""
+    if not head.startswith(_FAST_REQUEST_LINE):
+        return None
+    length = None
+    for line in head[len(_FAST_REQUEST_LINE):].split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            return None     # not a header line aiohttp would accept either: let it answer
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip()
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name in _FAST_HANDS_OVER:
+            if name != b"connection" or value.strip().lower() != b"keep-alive":
+                return None
+    if length is None or not 0 < length <= max_body:
+        return None
+    return length
 
 
 class _ConnectionCount:
@@ -59,12 +131,93 @@ class _CountedHandler(RequestHandler):
     """
 
     def __init__(self, manager: Any, count: _ConnectionCount,
-                 on_bad_request: Callable[[], None], **kwargs: Any) -> None:
+                 on_bad_request: Callable[[], None], submit: Submit | None = None,
+                 max_body: int = 0, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._count = count
         self._counted = False
         self._on_bad_request = on_bad_request
         count.accepting.add(self)
+        # Fast path (module docstring): on until the first request it does not serve.
+        self._submit = submit
+        self._fast_max_body = max_body
+        self._fast = submit is not None
+        self._fast_buf = bytearray()
+        self._owed: deque[asyncio.Future] = deque()   # fast answers not yet written
+        self._fast_paused = False
+        self._handover: bytearray | None = None       # for aiohttp once `_owed` drains
+
+    def data_received(self, data: bytes) -> None:
+        if self._handover is not None:
+            self._handover += data
+        elif not self._fast:
+            super().data_received(data)
+        else:
+            self._fast_buf += data
+            self._fast_requests()
+
+    def _fast_requests(self) -> None:
+        buf = self._fast_buf
+        assert self._submit is not None
+        served = False
+        while buf:
+            end = buf.find(b"\r\n\r\n", 0, _FAST_HEAD_MAX)
+            if end < 0:
+                if len(buf) >= _FAST_HEAD_MAX or not _FAST_REQUEST_LINE.startswith(
+                        bytes(buf[:len(_FAST_REQUEST_LINE)])):
+                    self._leave_fast()
+                return
+            length = _fast_body_length(bytes(buf[:end]), self._fast_max_body)
+            if length is None:
+                self._leave_fast()
+                return
+            if len(buf) < end + 4 + length:
+                break
+            body = bytes(buf[end + 4:end + 4 + length])
+            del buf[:end + 4 + length]
+            fut = self._submit(body)
+            self._owed.append(fut)
+            fut.add_done_callback(self._write_owed)
+            served = True
+        if served and self._keepalive_timeout > 0:
+            # aiohttp closes a connection it believes idle once the keep-alive time passes.
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if len(self._owed) >= _FAST_MAX_PENDING and not self._fast_paused:
+            self._fast_paused = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def _write_owed(self, _done: asyncio.Future | None = None) -> None:
+        out = []
+        owed = self._owed
+        while owed and owed[0].done():
+            fut = owed.popleft()
+            if fut.cancelled() or fut.exception() is not None:
+                out.append(_fast_answer((None, "internal error admitting the transaction",
+                                         500)))
+            else:
+                out.append(_fast_answer(fut.result()))
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        if self._fast_paused and len(owed) < _FAST_MAX_PENDING // 2:
+            self._fast_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        if not owed and self._handover is not None:
+            data, self._handover = bytes(self._handover), None
+            if data and self.transport is not None:
+                super().data_received(data)
+
+    def _leave_fast(self) -> None:
+        """Hand the connection to aiohttp, from the first request the fast path does not
+        serve; the bytes wait until the fast answers owed are written (answers in order)."""
+        self._fast = False
+        data = bytes(self._fast_buf)
+        self._fast_buf.clear()
+        if self._owed:
+            self._handover = bytearray(data)
+        else:
+            super().data_received(data)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         if isinstance(kw.get("exc_info"), HttpProcessingError):
@@ -143,9 +296,12 @@ class _LimitedSite(web.TCPSite):
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, limit: int,
                  on_refuse: Callable[[], None], on_bad_request: Callable[[], None],
-                 handler_args: dict[str, Any]) -> None:
+                 handler_args: dict[str, Any], submit: Submit | None = None,
+                 max_body: int = 0) -> None:
         super().__init__(runner, host, port, reuse_address=True)
         self.limit = limit
+        self._submit = submit
+        self._max_body = max_body
         self._on_bad_request = on_bad_request
         self._handler_args = handler_args  # what the runner gives aiohttp's own handlers
         self.count = _ConnectionCount()
@@ -161,8 +317,9 @@ class _LimitedSite(web.TCPSite):
         if len(self.count) >= self.limit:
             self._on_refuse()
             return _RefusedConnection(self._refusal)
-        return _CountedHandler(server, self.count, self._on_bad_request,
-                               loop=asyncio.get_running_loop(), **self._handler_args)
+        return _CountedHandler(server, self.count, self._on_bad_request, self._submit,
+                               self._max_body, loop=asyncio.get_running_loop(),
+                               **self._handler_args)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
@@ -178,8 +335,9 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 class RpcServer:
     def __init__(self, node: Node, host: str, port: int, max_body_bytes: int,
-                 max_connections: int, wait_timeout_s: float) -> None:
+                 max_connections: int, wait_timeout_s: float, fast_path: bool = True) -> None:
         self.node = node
+        self.fast_path = fast_path
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
@@ -214,7 +372,9 @@ class RpcServer:
             self._runner, self.host, self.port, self.max_connections,
             on_refuse=lambda: self.node.metrics.http_rejected.labels("connections").inc(),
             on_bad_request=lambda: self.node.metrics.http_rejected.labels("bad_http").inc(),
-            handler_args=handler_args)
+            handler_args=handler_args,
+            submit=self.node.submit_nowait if self.fast_path else None,
+            max_body=self.max_body_bytes)
         await self._site.start()
 
     async def stop(self) -> None:
