@@ -56,7 +56,8 @@ def pack(obj: Any) -> bytes:
         raise CodecError(f"cannot encode value: {exc}") from None
 
 
-def _check_depth(obj: Any, max_depth: int) -> None:
+def check_depth(obj: Any, max_depth: int) -> None:
+    """Raise CodecError if `obj` nests containers deeper than `max_depth` levels."""
     # Level by level, keeping only containers: a flat message costs one pass over it.
     level = [obj] if type(obj) is list or type(obj) is dict else []
     depth = 1
@@ -71,8 +72,11 @@ def _check_depth(obj: Any, max_depth: int) -> None:
         depth += 1
 
 
-def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Decode one msgpack value from untrusted `data`, enforcing `limits`."""
+def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS, walk_depth: bool = True) -> Any:
+    """Decode one msgpack value from untrusted `data`, enforcing `limits`.
+
+    `walk_depth=False` leaves `limits.max_depth` to the caller (`check_depth`), for
+    a decoder that knows its message's shape and checks it more cheaply."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"expected bytes, got {type(data).__name__}")
     if len(data) > limits.max_bytes:
@@ -98,7 +102,8 @@ def unpack(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise CodecError(f"message nests deeper than {limits.max_depth} levels") from None
     except Exception as exc:  # msgpack raises a zoo of types on hostile input
         raise CodecError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
-    _check_depth(obj, limits.max_depth)
+    if walk_depth:
+        check_depth(obj, limits.max_depth)
     return obj
 
 

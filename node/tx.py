@@ -29,6 +29,7 @@ batch of any size costs one call to the (Cython, GIL-free) batch verifier.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,10 +41,12 @@ from consensus.codec import (
     Limits,
     Registry,
     WireMessage,
+    check_depth,
     expect_bytes,
     expect_int,
     expect_list,
     expect_str,
+    pack,
     sign_bytes,
     unpack,
 )
@@ -182,10 +185,21 @@ class Tx(WireMessage):
         return sha256(self.sender)[:ADDRESS_BYTES]
 
 
+@functools.lru_cache(maxsize=16)
 def tx_limits(max_size: int = DEFAULT_MAX_TX_BYTES) -> Limits:
     """Decoder limits for one transaction of at most `max_size` bytes."""
     return Limits(max_bytes=max_size, max_depth=2, max_container_len=8,
                   max_str_len=MAX_KEY_BYTES)
+
+
+_CONTAINERS = frozenset((list, dict))
+
+
+def _usual_shape(obj: list[Any]) -> bool:
+    """[tag, 4 scalars, [scalars], scalar]: nests 2 deep, within a tx's depth limit."""
+    op = obj[5] if len(obj) == 7 else None
+    return (type(op) is list and _CONTAINERS.isdisjoint(map(type, op))
+            and _CONTAINERS.isdisjoint(map(type, obj[1:5])) and type(obj[6]) not in _CONTAINERS)
 
 
 def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
@@ -201,12 +215,16 @@ def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
     data = bytes(data)
     if len(data) > max_size:
         raise CodecError(f"tx of {len(data)} bytes exceeds the {max_size}-byte limit")
-    obj = unpack(data, tx_limits(max_size))
+    obj = unpack(data, tx_limits(max_size), walk_depth=False)
     if type(obj) is not list or not obj or obj[0] != TX_TAG or type(obj[0]) is not int:
         raise CodecError(f"not a transaction: expected an array starting with type tag {TX_TAG}")
+    if not _usual_shape(obj):
+        check_depth(obj, 2)   # refused with the depth error where it applies
     tx = TX_MESSAGES.from_obj(obj)
     assert isinstance(tx, Tx)
-    if tx.encode() != data:
+    # Canonical iff re-encoding gives the same bytes. `obj` has exactly Tx.encode's
+    # structure here (from_fields took its six fields), so encoding it is the same test.
+    if pack(obj) != data:
         raise CodecError("tx is not canonically encoded")
     return tx
 
