@@ -498,7 +498,10 @@ class Node:
         except Exception as exc:
             raise NodeHalted(f"executing block {block.header.height}: {exc}") from exc
         height, app_hash, hashes, codes, nonces = msgpack.unpackb(result, raw=False)
-        pending = await self.mempool.call("committed", msgpack.packb([digests, hashes, nonces]))
+        # The block is stored: consensus (the next proposal waits for this app hash) and
+        # clients hear of it before the mempool forgets the block's txs, one actor call
+        # later. Meanwhile a resubmitted tx is refused as pending instead of committed,
+        # and the next block's batches are asked for only after that call (same task).
         self._to_consensus(["executed", height, app_hash])
         now = time.monotonic()
         if self._last_commit_time is not None:
@@ -511,7 +514,6 @@ class Node:
         m.height.set(height)
         m.block_txs.observe(len(hashes))
         m.txs_committed.inc(len(hashes))
-        m.mempool_txs.set(pending)
         for index, (h, code) in enumerate(zip(hashes, codes, strict=True)):
             t0 = self._admitted_at.pop(h, None)
             if t0 is not None:
@@ -529,6 +531,8 @@ class Node:
             if q.full():
                 q.get_nowait()  # a slow subscriber loses its oldest event, not the node
             q.put_nowait(event)
+        pending = await self.mempool.call("committed", msgpack.packb([digests, hashes, nonces]))
+        m.mempool_txs.set(pending)
 
     async def _collect_batches(self, digests: list[bytes]) -> list:
         """The block's batches with verdicts, fetching missing ones from peers."""
