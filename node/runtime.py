@@ -13,6 +13,10 @@ millisecond here, so nothing crosses an actor boundary per transaction.
   method marked `@offload` (CPU-heavy and GIL-free, like batch verification)
   runs on a worker thread; everything else runs inline on the event loop, which
   keeps each actor single-threaded exactly as under Ray (max_concurrency=1).
+
+A class may declare `CONCURRENCY = K` (the Mempool does): Ray then runs up to K
+of its calls at once on threads, the in-process host stops queueing its calls,
+and the class guards its own state with a lock.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ def offload(fn: Callable) -> Callable:
     """Mark a method as CPU-heavy: the in-process runtime runs it on a thread."""
     setattr(fn, _OFFLOAD, True)
     return fn
+
+
+def concurrency(cls: type) -> int:
+    """How many calls an actor class takes at once: its `CONCURRENCY`, else 1 (a plain
+    class is single-threaded). A class above 1 guards its own state with a lock."""
+    return int(getattr(cls, "CONCURRENCY", 1))
 
 
 def placement() -> dict[str, object]:
@@ -79,20 +89,27 @@ class LocalRef:
         self.obj = obj
         self._label = type(obj).__name__
         self._observe = observe
-        self._lock = asyncio.Lock()
+        # One call at a time per actor, as under Ray (max_concurrency=1): while an
+        # offloaded call runs on its thread, later calls to the same actor wait. A class
+        # that locks its own state (concurrency(cls) > 1) takes calls as they come.
+        self._lock = asyncio.Lock() if concurrency(type(obj)) == 1 else None
 
     async def call(self, method: str, *args: Any) -> Any:
         fn = getattr(self.obj, method)
         t0 = time.monotonic()
-        # One call at a time per actor, as under Ray (max_concurrency=1): while an
-        # offloaded call runs on its thread, later calls to the same actor wait.
         try:
+            if self._lock is None:
+                return await self._run(fn, args)
             async with self._lock:
-                if getattr(fn, _OFFLOAD, False):
-                    return await asyncio.to_thread(fn, *args)
-                return fn(*args)
+                return await self._run(fn, args)
         finally:
             self._observe(self._label, method, time.monotonic() - t0)
+
+    @staticmethod
+    async def _run(fn: Callable, args: tuple) -> Any:
+        if getattr(fn, _OFFLOAD, False):
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
 
 class InProcessRuntime:
@@ -180,7 +197,7 @@ class RayRuntime:
               **kwargs: Any) -> RayRef:
         ray = self._ray
         remote_cls = ray.remote(cls)
-        options: dict[str, Any] = dict(name=name, max_concurrency=1, num_cpus=0,
+        options: dict[str, Any] = dict(name=name, max_concurrency=concurrency(cls), num_cpus=0,
                                        max_restarts=0, lifetime=None)
         if resources:
             options["resources"] = dict(resources)

@@ -25,7 +25,9 @@ batches of the blocks it fetches through `receive_batches`.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -65,6 +67,15 @@ def rejection_label(reason: str) -> str:
     return "other"
 
 
+def _locked(fn: Any) -> Any:
+    """Run the method holding the mempool's lock (see `Mempool.CONCURRENCY`)."""
+    @functools.wraps(fn)
+    def locked(self: Mempool, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+    return locked
+
+
 @dataclass(frozen=True)
 class MempoolLimits:
     max_txs: int = 200_000
@@ -86,7 +97,17 @@ class StoredBatch:
 
 
 class Mempool:
-    """Plain-class logic of the Mempool actor (no Ray, no I/O)."""
+    """Plain-class logic of the Mempool actor (no Ray, no I/O).
+
+    Calls may run concurrently (`CONCURRENCY`; the runtime hosts the class so): every
+    method holds `_lock`, except that `intake` and `receive_batches` let go of it while
+    the verifier pool checks their signatures (most of their time). The commit pipeline's
+    `get_batches` and `committed` then do not queue behind a verification. What changes
+    during that gap is re-checked when the verified txs and batches are admitted
+    (tickets, `_admit`, `admit_batch`).
+    """
+
+    CONCURRENCY = 4
 
     def __init__(self, chain_id: str, app: str, limits: MempoolLimits = MempoolLimits(),
                  verifiers: Sequence[Any] | None = None) -> None:
@@ -113,12 +134,14 @@ class Mempool:
         self._reserved_txs = 0                  # prepared but not yet admitted
         self._reserved_bytes = 0
         self.stats = {"admitted": 0, "rejected": 0, "sealed_batches": 0, "remote_batches": 0}
+        self._lock = threading.RLock()
 
     # --- admission -------------------------------------------------------------------
 
     def _size(self) -> tuple[int, int]:
         return len(self._pending) + self._batch_txs, self._pending_bytes + self._batch_bytes
 
+    @_locked
     def prepare(self, packed_txs: bytes) -> bytes:
         """Decode and pre-check a list of encoded txs.
 
@@ -178,6 +201,7 @@ class Mempool:
         self.stats["rejected"] += len(rejected)
         return [ticket, [pks, msgs, sigs], rejected]
 
+    @_locked
     def admit(self, ticket: int, verdicts: bytes) -> bytes:
         """Keep the prepared txs whose signature verified.
 
@@ -212,6 +236,7 @@ class Mempool:
 
     # --- batches ---------------------------------------------------------------------
 
+    @_locked
     def seal(self, force: bool = True) -> bytes:
         """Seal pending txs into batches; packed ``[[digest, encoded], ...]``.
 
@@ -248,6 +273,7 @@ class Mempool:
             out.append([digest, encoded])
         return out
 
+    @_locked
     def prepare_batch(self, encoded: bytes) -> bytes:
         """Decode a peer's batch: packed ``[ticket|None, digest, [pks, msgs, sigs], reason]``.
 
@@ -277,6 +303,7 @@ class Mempool:
         pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
         return [ticket, digest, [pks, msgs, sigs], None]
 
+    @_locked
     def admit_batch(self, ticket: int, verdicts: bytes, requested: bool = True) -> bytes:
         """Store a verified peer batch; its digest, or b"" if refused.
 
@@ -334,9 +361,11 @@ class Mempool:
         ``"bad_signature"`` or ``"mempool_full"`` (refused), or ``"malformed: <why>"``.
         """
         items, fetching = msgpack.unpackb(packed, raw=False)
-        prepared, (pks, msgs, sigs) = self._prepare_remote(items)
+        with self._lock:
+            prepared, (pks, msgs, sigs) = self._prepare_remote(items)
         verdicts = self._pool.verify(pks, msgs, sigs)
-        return msgpack.packb(self._admit_remote(items, prepared, verdicts, set(fetching)))
+        with self._lock:
+            return msgpack.packb(self._admit_remote(items, prepared, verdicts, set(fetching)))
 
     @offload
     def intake(self, packed: bytes) -> bytes:
@@ -352,15 +381,17 @@ class Mempool:
         per peer batch.
         """
         txs, items, fetching = msgpack.unpackb(packed, raw=False)
-        ticket, (pks, msgs, sigs), rejected = self._prepare(txs)
-        prepared, (rpks, rmsgs, rsigs) = self._prepare_remote(items)
+        with self._lock:
+            ticket, (pks, msgs, sigs), rejected = self._prepare(txs)
+            prepared, (rpks, rmsgs, rsigs) = self._prepare_remote(items)
         verdicts = self._pool.verify(pks + rpks, msgs + rmsgs, sigs + rsigs)
         local, remote = verdicts[:len(pks)], verdicts[len(pks):]
-        results, _full = self._admit(ticket, local)
-        answers = self._answers(len(txs), rejected, results)
-        # Peers' batches first: they drop our pending copies of txs they already carry.
-        outcomes = self._admit_remote(items, prepared, remote, set(fetching))
-        return msgpack.packb([answers, self._seal(force=True), outcomes])
+        with self._lock:
+            results, _full = self._admit(ticket, local)
+            answers = self._answers(len(txs), rejected, results)
+            # Peers' batches first: they drop our pending copies of txs they already carry.
+            outcomes = self._admit_remote(items, prepared, remote, set(fetching))
+            return msgpack.packb([answers, self._seal(force=True), outcomes])
 
     @staticmethod
     def _answers(n: int, rejected: list, results: list) -> list[list]:
@@ -409,9 +440,11 @@ class Mempool:
         """Signatures verified for this mempool and the seconds it took."""
         return self._pool.verified, self._pool.seconds
 
+    @_locked
     def has_batches(self, digests: list[bytes]) -> list[bool]:
         return [d in self._batches for d in digests]
 
+    @_locked
     def get_batches(self, digests: list[bytes]) -> bytes:
         """Packed ``[[encoded, verdicts] | None, ...]`` in the order asked."""
         out = []
@@ -420,12 +453,14 @@ class Mempool:
             out.append(None if b is None else [b.encoded, b.verdicts])
         return msgpack.packb(out)
 
+    @_locked
     def uncommitted_digests(self) -> list[bytes]:
         """Digests of stored batches not yet committed, oldest first."""
         return [d for d, _ in sorted(self._batches.items(), key=lambda kv: kv[1].created)]
 
     # --- commit ----------------------------------------------------------------------
 
+    @_locked
     def committed(self, packed: bytes) -> int:
         """Forget what a committed block holds: packed ``[digests, tx_hashes, [[sender, nonce]...]]``.
 
@@ -453,9 +488,11 @@ class Mempool:
             self._committed_batches.popitem(last=False)
         return self._size()[0]
 
+    @_locked
     def contains(self, tx_hash: bytes) -> bool:
         return tx_hash in self._known
 
+    @_locked
     def size(self) -> tuple[int, int]:
         return self._size()
 

@@ -8,6 +8,7 @@ batch over the K workers and joins the verdicts back in order.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,6 +72,7 @@ class VerifierPool:
         self._next = 0
         self.verified = 0
         self.seconds = 0.0
+        self._count_lock = threading.Lock()   # the Mempool may verify two rounds at once
 
     @classmethod
     def of_ray_actors(cls, handles: Sequence[Any]) -> VerifierPool:
@@ -97,6 +99,7 @@ class VerifierPool:
                                                     list(sigs[i:i + step])]))
                      for w, i in zip(self.workers, range(0, n, step), strict=False)]
         verdicts = b"".join(self._gather(calls))
-        self.seconds += time.perf_counter() - t0
-        self.verified += n
+        with self._count_lock:
+            self.seconds += time.perf_counter() - t0
+            self.verified += n
         return verdicts

@@ -3,12 +3,14 @@ real batch verifier, rejections and their reasons, sealing, peer batches, commit
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import msgpack
 
 from crypto import merkle_root, sha256, verify_batch
 from node.actors.mempool import Mempool, MempoolLimits
+from node.actors.verifier_pool import VerifierPool, VerifierWorker
 from node.tx import Batch, decode_batch, decode_tx
 from node.wallet import Wallet
 
@@ -441,3 +443,53 @@ def test_intake_verifies_txs_and_peer_batches_together_and_seals_the_round():
     assert mp.verify_stats()[0] == 3 + 2
     # Nothing left pending; an empty round is harmless.
     assert msgpack.unpackb(mp.intake(msgpack.packb([[], [], []])), raw=False) == [[], [], []]
+
+
+class _GatedWorker(VerifierWorker):
+    """A real verifier that holds each call until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def verify(self, packed: bytes) -> bytes:
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return super().verify(packed)
+
+
+def test_commit_pipeline_calls_do_not_wait_for_an_intake_verifying():
+    """The lock is let go during verification: get_batches and committed answer at once,
+    and a peer batch committed meanwhile is not stored again when its check ends."""
+    assert Mempool.CONCURRENCY > 1
+    mp = Mempool(CHAIN, "kvstore")
+    first = kv_txs(wallet(0), 3)
+    [(sealed_digest, _)] = msgpack.unpackb(mp.intake(msgpack.packb([first, [], []])),
+                                           raw=False)[1]
+    worker = _GatedWorker()
+    mp._pool = VerifierPool([worker])
+    peer_digest, peer_encoded = peer_batch(kv_txs(wallet(1), 2))
+    later = kv_txs(wallet(2), 2)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(msgpack.unpackb(mp.intake(msgpack.packb(
+        [later, [[peer_encoded, False]], []])), raw=False)))
+    t.start()
+    try:
+        assert worker.entered.wait(10)
+        # The intake is inside its verification, holding no lock.
+        [got] = msgpack.unpackb(mp.get_batches([sealed_digest]), raw=False)
+        assert got is not None and list(decode_batch(got[0]).txs) == first
+        hashes = [sha256(raw) for raw in first] + decode_batch(peer_encoded).tx_hashes()
+        assert committed(mp, [sealed_digest, peer_digest], hashes, []) == 0
+        assert not worker.gate.is_set() and t.is_alive()
+    finally:
+        worker.gate.set()
+        t.join(10)
+    answers, sealed, outcomes = out[0]
+    assert [reason for _h, reason in answers] == [None, None]
+    assert len(sealed) == 1 and list(decode_batch(sealed[0][1]).txs) == later
+    # Committed while it was being verified: not resurrected in the mempool.
+    assert outcomes[0][0] == peer_digest
+    assert mp.has_batches([peer_digest, sealed_digest]) == [False, False]
+    assert mp.size()[0] == 2
