@@ -261,6 +261,9 @@ def test_bench_report_has_every_key_and_counts_what_the_blocks_hold(one_node, tm
     assert report["duration_s"] == 3 and report["submitted"] == 300
     assert report["tx_size"] == 180
     assert report["committed_tps"] == pytest.approx(report["committed"] / 3, abs=0.1)
+    # Sustained: over the window and whatever drain the last commit needed.
+    span = 3 + max(0.0, report["drain_s"])
+    assert report["committed"] / (span + 0.5) <= report["sustained_tps"] <= report["committed_tps"]
     assert report["verify_limit_tps"] > 0 and report["machine"]["cores"] >= 1
     # The bench's txs are the only txs this chain ever saw: the blocks must hold exactly
     # `committed` of them with code 0.
