@@ -50,7 +50,7 @@ _REFUSED_LINGER_S = 2.0   # how long a refused connection may take to send its r
 _REFUSED_HEAD_BYTES = 16 * 1024
 _FAST_REQUEST_LINE = b"POST /v1/txs HTTP/1.1\r\n"
 _FAST_HEAD_MAX = 8 * 1024       # a longer head goes to aiohttp (which applies its limits)
-_FAST_MAX_PENDING = 1024        # answers owed on one connection before it stops reading
+_FAST_MAX_PENDING = 128         # answers owed on one connection before it stops reading
 # Headers that ask for more than the fast path does; "connection" is fine as keep-alive.
 _FAST_HANDS_OVER = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"connection"))
 
