@@ -334,6 +334,12 @@ class ConsensusSection:
     max_block_batches: int = setting(
         1000, "Most mempool batches (digests) one block orders.", low=1, high=10_000,
     )
+    max_block_txs: int = setting(
+        10_000, "Most transactions a proposer orders in one block, summed over its "
+        "batches (a larger batch still goes alone): bounds one block's execution time "
+        "under load. Not a validity rule: a block over it from another proposer is "
+        "accepted.", low=1, high=10_000_000,
+    )
 
 
 @dataclass

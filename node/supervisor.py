@@ -156,7 +156,8 @@ class Node:
         self.consensus = rt.spawn(
             f"consensus-{ns}", ConsensusHost, data_dir, str(cfg.node_key_path), self.chain_id,
             validators, timeouts, c.max_block_batches, map_size, genesis_app_hash,
-            c.block_interval_ms, c.empty_block_interval_ms, cfg.node.byzantine)
+            c.block_interval_ms, c.empty_block_interval_ms, cfg.node.byzantine,
+            c.max_block_txs)
         if cfg.node.byzantine:
             log.warning("BYZANTINE TEST MODE %r: this node misbehaves on purpose",
                         cfg.node.byzantine)
@@ -388,10 +389,11 @@ class Node:
 
     def _stored_batches(self, outcomes: list) -> None:
         """Count and hand to consensus what the mempool did with peers' batches."""
-        good, held = [], []
-        for digest, outcome in outcomes:
+        good, held, counts = [], [], []
+        for digest, outcome, count in outcomes:
             if outcome in ("stored", "known"):
                 good.append(digest)
+                counts.append(count)
             elif outcome == "held":
                 held.append(digest)
             elif outcome.startswith("malformed"):
@@ -403,10 +405,10 @@ class Node:
         # feed later proposals, and their notices may gather for a moment.
         urgent = any(self._fetching.pop(digest, None) is not None for digest in good + held)
         if good:
-            self._to_consensus(["batches", good, True], urgent)
+            self._to_consensus(["batches", good, True, counts], urgent)
         if held:
             # A batch with a failed signature is held (a block names it) but never proposed.
-            self._to_consensus(["batches", held, False], urgent)
+            self._to_consensus(["batches", held, False, [0] * len(held)], urgent)
 
     # --- admission and batching --------------------------------------------------------
 
@@ -474,9 +476,10 @@ class Node:
         self._stored_batches(outcomes)
         if sealed:
             assert self.network is not None
-            for _digest, encoded in sealed:
+            for _digest, encoded, _count in sealed:
                 self.network.broadcast(BatchGossip(encoded).encode())
-            self._to_consensus(["batches", [d for d, _ in sealed]], urgent=False)
+            self._to_consensus(["batches", [d for d, _, _ in sealed], True,
+                                [n for _, _, n in sealed]], urgent=False)
 
     # --- commit ------------------------------------------------------------------------
 

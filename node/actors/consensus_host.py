@@ -7,8 +7,10 @@ does the I/O (peer links, timers, the commit pipeline). One call carries every
 input that arrived since the last one, so a burst of votes costs one actor call.
 
 It is also the engine's `BlockSource`:
-- a proposal takes up to `max_block_batches` batch digests that this node
-  holds and that no committed block has named, and the app hash after the
+- a proposal takes, oldest first, up to `max_block_batches` batch digests that
+  this node holds and that no committed block has named, stopping before their
+  transactions would pass `max_block_txs` (a batch larger than that goes alone):
+  one block's execution stays bounded under overload. It also takes the app hash after the
   previous block (so a proposer waits for its own executor to catch up);
 - a proposal is checked against what this node knows: an app hash that
   differs from its own is INVALID (the proposer's state forked), a batch this
@@ -22,7 +24,7 @@ Inputs (packed list of records):
     ["msg", encoded]                 a Proposal, Vote or DuplicateVoteEvidence from a peer (already decoded once
                                      by the supervisor for routing; re-decoded here)
     ["timeout", height, round, step]
-    ["batches", [digest...], proposable]   batches this node now holds
+    ["batches", [digest...], proposable, [tx count...]]   batches this node now holds
     ["executed", height, app_hash]   the executor applied `height`
     ["certified", block, cert]       a certified block from block sync
     ["ready"]                        a pacing delay asked for by "wake" has passed
@@ -108,7 +110,7 @@ class ConsensusHost:
                  validators: list[tuple[bytes, int]], timeouts: dict[str, int],
                  max_block_batches: int, map_size: int, genesis_app_hash: bytes,
                  block_interval_ms: int = 0, empty_block_interval_ms: int = 500,
-                 byzantine: str = "") -> None:
+                 byzantine: str = "", max_block_txs: int = 0) -> None:
         if byzantine not in ("", "equivocate", "silent"):
             raise ValueError(f"unknown byzantine mode {byzantine!r}")
         self.chain_id = chain_id
@@ -117,6 +119,7 @@ class ConsensusHost:
         self.key = load_private_key(key_path)
         self.validators = ValidatorSet(tuple(Validator(pk, power) for pk, power in validators))
         self.max_block_batches = max_block_batches
+        self.max_block_txs = max_block_txs      # 0: no cap
         self.block_interval_ms = block_interval_ms
         self.empty_block_interval_ms = empty_block_interval_ms
         self.last_commit_wall = time.time()
@@ -133,9 +136,10 @@ class ConsensusHost:
         self.app_hashes: dict[int, bytes] = {height: self.storage.last_app_hash()
                                              or genesis_app_hash}
         # Batches held by this node and not yet committed, in arrival order: `ready` ones
-        # may be proposed; `held` ones (a signature in them failed) are only there because
-        # some proposal named them, and are never proposed by this node.
-        self.ready: OrderedDict[bytes, None] = OrderedDict()
+        # (digest -> tx count) may be proposed; `held` ones (a signature in them failed)
+        # are only there because some proposal named them, and are never proposed by this
+        # node.
+        self.ready: OrderedDict[bytes, int] = OrderedDict()
         self.held: OrderedDict[bytes, None] = OrderedDict()
         self.committed_digests: OrderedDict[bytes, None] = OrderedDict()
         # Duplicate-vote evidence seen and not yet in a block; and evidence already in one.
@@ -175,10 +179,22 @@ class ConsensusHost:
             return None
         evidence = [e for e, _ in zip(self.evidence_pending.values(),
                                       range(MAX_BLOCK_EVIDENCE), strict=False)]
-        payload = tuple(evidence) + tuple(
-            d for d, _ in zip(self.ready, range(self.max_block_batches), strict=False))
+        payload = tuple(evidence) + tuple(self._block_batches())
         return ProposalContent(payload=payload, time_ms=int(time.time() * 1000),
                                app_hash=app_hash)
+
+    def _block_batches(self) -> list[bytes]:
+        """The oldest ready batches, within max_block_batches and max_block_txs."""
+        chosen: list[bytes] = []
+        txs = 0
+        for digest, count in self.ready.items():
+            if len(chosen) >= self.max_block_batches:
+                break
+            if self.max_block_txs and chosen and txs + count > self.max_block_txs:
+                break
+            chosen.append(digest)
+            txs += count
+        return chosen
 
     def check_block(self, block: Block) -> BlockCheck:
         header = block.header
@@ -255,11 +271,13 @@ class ConsensusHost:
                 outs.extend(self.engine.on_timeout(record[1], record[2], record[3]))
             elif kind == "batches":
                 proposable = record[2] if len(record) > 2 else True
-                for d in record[1]:
+                # Without counts (an older supervisor), a batch counts as one tx.
+                counts = record[3] if len(record) > 3 else [1] * len(record[1])
+                for d, n in zip(record[1], counts, strict=True):
                     if d in self.committed_digests:
                         continue
                     if proposable:
-                        self.ready[d] = None
+                        self.ready[d] = n
                     else:
                         self.held[d] = None
                         while len(self.held) > _RECENT_COMMITTED_DIGESTS:

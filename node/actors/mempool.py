@@ -238,7 +238,7 @@ class Mempool:
 
     @_locked
     def seal(self, force: bool = True) -> bytes:
-        """Seal pending txs into batches; packed ``[[digest, encoded], ...]``.
+        """Seal pending txs into batches; packed ``[[digest, encoded, tx count], ...]``.
 
         Without `force` only full batches are sealed (the time trigger passes
         force=True).
@@ -270,7 +270,7 @@ class Mempool:
             self._batch_bytes += size
             self._batch_txs += len(txs)
             self.stats["sealed_batches"] += 1
-            out.append([digest, encoded])
+            out.append([digest, encoded, len(txs)])
         return out
 
     @_locked
@@ -355,10 +355,11 @@ class Mempool:
         changes). A batch whose digest is in `fetching` (the node asked peers for it)
         counts as requested.
 
-        Returns packed ``[[digest|None, outcome], ...]`` in input order, outcome one of
-        ``"stored"`` (every signature valid), ``"held"`` (stored because a block or
+        Returns packed ``[[digest|None, outcome, tx count], ...]`` in input order, outcome
+        one of ``"stored"`` (every signature valid), ``"held"`` (stored because a block or
         proposal names it, though a signature failed: never proposed), ``"known"``,
-        ``"bad_signature"`` or ``"mempool_full"`` (refused), or ``"malformed: <why>"``.
+        ``"bad_signature"`` or ``"mempool_full"`` (refused), or ``"malformed: <why>"``;
+        the count is the stored batch's (0 when this mempool does not hold it).
         """
         items, fetching = msgpack.unpackb(packed, raw=False)
         with self._lock:
@@ -377,8 +378,8 @@ class Mempool:
         pending tx is sealed (a round is at most one batch timeout of arrivals).
 
         Returns packed ``[answers, sealed, outcomes]``: one ``[hash|None, reason|None]``
-        per tx, the new batches ``[[digest, encoded], ...]``, one ``[digest, outcome]``
-        per peer batch.
+        per tx, the new batches ``[[digest, encoded, tx count], ...]``, one ``[digest,
+        outcome, tx count]`` per peer batch (as `receive_batches`).
         """
         txs, items, fetching = msgpack.unpackb(packed, raw=False)
         with self._lock:
@@ -434,6 +435,9 @@ class Mempool:
                 out.append([digest, "stored" if ok else "held"])
             else:
                 out.append([digest, "mempool_full" if ok else "bad_signature"])
+        for record in out:
+            stored = self._batches.get(record[0]) if record[0] is not None else None
+            record.append(len(stored.tx_hashes) if stored is not None else 0)
         return out
 
     def verify_stats(self) -> tuple[int, float]:

@@ -50,10 +50,11 @@ class Home:
         self.vset = ValidatorSet.equal_power([k.public_key for k in validators])
 
     def host(self, *, max_block_batches: int = 16, block_interval_ms: int = 0,
-             empty_block_interval_ms: int = 0) -> ConsensusHost:
+             empty_block_interval_ms: int = 0, max_block_txs: int = 0) -> ConsensusHost:
         return ConsensusHost(self.data, self.key_path, CHAIN, self.validators, TIMEOUTS,
                              max_block_batches, MAP_SIZE, GENESIS_APP_HASH,
-                             block_interval_ms, empty_block_interval_ms)
+                             block_interval_ms, empty_block_interval_ms,
+                             max_block_txs=max_block_txs)
 
     def crash(self) -> None:
         """What a restart leaves: only what LMDB holds."""
@@ -139,6 +140,21 @@ def test_batches_make_the_next_proposal_include_their_digests(solo):
     # Committed digests are never proposed again, even if announced again.
     outs = handle(host, ["batches", [D1]], ["executed", 2, sha256(b"s2")])
     assert decided(outs) == [] and kinds(outs)[0] == "wake"
+
+
+def test_proposals_stop_before_max_block_txs_and_a_larger_batch_goes_alone(solo):
+    host = solo.host(max_block_txs=10, empty_block_interval_ms=60_000)
+    outputs(host.start())
+    D4 = sha256(b"batch 4")
+    outs = handle(host, ["batches", [D1, D2, D3, D4], True, [6, 4, 5, 30]])
+    [(block, _)] = decided(outs)
+    assert block.payload == (D1, D2)          # 6 + 4 = 10; D3 would make 15
+    outs = handle(host, ["executed", 1, sha256(b"s1")])
+    [(block2, _)] = decided(outs)
+    assert block2.payload == (D3,)            # 5 + 30 > 10
+    outs = handle(host, ["executed", 2, sha256(b"s2")])
+    [(block3, _)] = decided(outs)
+    assert block3.payload == (D4,)            # over the cap on its own: still proposed
 
 
 def test_an_idle_chain_asks_for_a_wake_instead_of_proposing_empty_blocks(solo):

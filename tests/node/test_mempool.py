@@ -53,7 +53,9 @@ def admit(mp: Mempool, txs: list) -> tuple[dict, list, bool]:
 
 
 def seal(mp: Mempool, force: bool = True) -> list[tuple[bytes, bytes]]:
-    return [(d, e) for d, e in msgpack.unpackb(mp.seal(force), raw=False)]
+    out = msgpack.unpackb(mp.seal(force), raw=False)
+    assert all(n == len(decode_batch(e).txs) for _d, e, n in out)  # each with its tx count
+    return [(d, e) for d, e, _n in out]
 
 
 def committed(mp: Mempool, digests: list[bytes], hashes: list[bytes],
@@ -400,13 +402,15 @@ def test_many_peer_batches_are_received_in_one_call():
     assert outcomes[0][1] == "stored" and outcomes[2][1] == "known"
     assert outcomes[1][1].startswith("malformed: malformed batch:")
     assert outcomes[3][1] == "bad_signature"
+    # Each with the tx count of the batch this mempool now holds (0: none held).
+    assert [o[2] for o in outcomes] == [2, 0, 1, 0]
     # One verification for the two batches still to verify, none for the known one.
     assert mp.verify_stats()[0] == 4
     assert mp.has_batches([good_digest, bad_digest]) == [True, False]
     # Named by a proposal (fetching), the same bad batch is held, never proposed.
     outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
         [[[bad, False]], [bad_digest]])), raw=False)
-    assert outcomes == [[bad_digest, "held"]]
+    assert outcomes == [[bad_digest, "held", 2]]
     [[_encoded, verdicts]] = msgpack.unpackb(mp.get_batches([bad_digest]), raw=False)
     assert verdicts == b"\x00\x01"
 
@@ -435,9 +439,9 @@ def test_intake_verifies_txs_and_peer_batches_together_and_seals_the_round():
     assert answers[1][1].startswith("invalid signature")
     assert answers[2][1] is None and answers[3][1].startswith("malformed")
     # The round's admitted txs are one sealed batch; the peer's batch is stored.
-    [(digest, encoded)] = sealed
-    assert list(decode_batch(encoded).txs) == [mine[0], mine[2]]
-    assert outcomes[0] == [peer_digest, "stored"]
+    [(digest, encoded, count)] = sealed
+    assert list(decode_batch(encoded).txs) == [mine[0], mine[2]] and count == 2
+    assert outcomes[0] == [peer_digest, "stored", 2]
     assert outcomes[1][0] is None and outcomes[1][1].startswith("malformed")
     assert mp.has_batches([digest, peer_digest]) == [True, True]
     assert mp.verify_stats()[0] == 3 + 2
@@ -465,8 +469,8 @@ def test_commit_pipeline_calls_do_not_wait_for_an_intake_verifying():
     assert Mempool.CONCURRENCY > 1
     mp = Mempool(CHAIN, "kvstore")
     first = kv_txs(wallet(0), 3)
-    [(sealed_digest, _)] = msgpack.unpackb(mp.intake(msgpack.packb([first, [], []])),
-                                           raw=False)[1]
+    [(sealed_digest, _, _)] = msgpack.unpackb(mp.intake(msgpack.packb([first, [], []])),
+                                              raw=False)[1]
     worker = _GatedWorker()
     mp._pool = VerifierPool([worker])
     peer_digest, peer_encoded = peer_batch(kv_txs(wallet(1), 2))
