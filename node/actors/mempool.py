@@ -100,8 +100,9 @@ class Mempool:
     """Plain-class logic of the Mempool actor (no Ray, no I/O).
 
     Calls may run concurrently (`CONCURRENCY`; the runtime hosts the class so): every
-    method holds `_lock`, except that `intake` and `receive_batches` let go of it while
-    the verifier pool checks their signatures (most of their time). The commit pipeline's
+    method holds `_lock`, except that `intake` and `receive_batches` decode before taking
+    it and let go of it while the verifier pool checks their signatures (most of their
+    time). The commit pipeline's
     `get_batches` and `committed` then do not queue behind a verification. What changes
     during that gap is re-checked when the verified txs and batches are admitted
     (tickets, `_admit`, `admit_batch`).
@@ -151,7 +152,27 @@ class Mempool:
         """
         return msgpack.packb(self._prepare(msgpack.unpackb(packed_txs, raw=False)))
 
-    def _prepare(self, txs: list) -> list:
+    def _decode_txs(self, txs: list) -> list[tuple[Tx | None, bytes | None, str | None]]:
+        """(tx, hash, None) or (None, None, why) per encoded tx. Reads no state, so it
+        runs without the lock."""
+        out: list[tuple[Tx | None, bytes | None, str | None]] = []
+        for raw in txs:
+            if type(raw) is not bytes:
+                out.append((None, None, "malformed"))
+                continue
+            try:
+                tx = decode_tx(raw, self.limits.max_tx_bytes)
+            except CodecError as exc:
+                out.append((None, None, f"malformed transaction: {exc}"))
+                continue
+            # = Tx.hash(tx): decode_tx accepts only the canonical encoding
+            out.append((tx, sha256(raw), None))
+        return out
+
+    def _prepare(self, txs: list, decoded: list | None = None) -> list:
+        """`prepare` of a list; `decoded` is `_decode_txs(txs)` when done beforehand."""
+        if decoded is None:
+            decoded = self._decode_txs(txs)
         ticket = next(self._tickets)
         keep: list[tuple[bytes, bytes, Tx]] = []
         rejected: list[list] = []
@@ -159,16 +180,10 @@ class Mempool:
         count += self._reserved_txs
         nbytes += self._reserved_bytes
         seen: set[bytes] = set()
-        for i, raw in enumerate(txs):
-            if type(raw) is not bytes:
-                rejected.append([i, None, "malformed"])
+        for i, (raw, (tx, h, why)) in enumerate(zip(txs, decoded, strict=True)):
+            if tx is None or h is None:
+                rejected.append([i, None, why])
                 continue
-            try:
-                tx = decode_tx(raw, self.limits.max_tx_bytes)
-            except CodecError as exc:
-                rejected.append([i, None, f"malformed transaction: {exc}"])
-                continue
-            h = sha256(raw)   # = Tx.hash(tx): decode_tx accepts only the canonical encoding
             if tx.chain_id != self.chain_id:
                 rejected.append([i, h, f"wrong chain id {tx.chain_id!r} (this chain is "
                                        f"{self.chain_id!r})"])
@@ -283,25 +298,48 @@ class Mempool:
         return msgpack.packb(self._prepare_batch(encoded))
 
     def _prepare_batch(self, encoded: bytes) -> list:
+        return self._register_batch(encoded, self._decode_batch(encoded))
+
+    def _known_batch(self, digest: bytes) -> bool:
+        return digest in self._batches or digest in self._committed_batches
+
+    def _decode_batch(self, encoded: bytes) -> tuple:
+        """(batch, hashes, digest, sign items, reason) of a peer's batch. Reads no state
+        but a lock-free glance at whether the batch is known (to skip decoding its txs),
+        so it runs without the lock; `_register_batch` decides under it."""
         try:
             batch = decode_batch(encoded, self.limits.max_batch_bytes)
         except CodecError as exc:
-            return [None, None, [[], [], []], f"malformed batch: {exc}"]
+            return None, None, None, None, f"malformed batch: {exc}"
         hashes = batch.tx_hashes()
         digest = merkle_root(hashes)      # = batch.digest(), hashing each tx once
-        if digest in self._batches or digest in self._committed_batches:
-            return [None, digest, [[], [], []], None]
+        if self._known_batch(digest):
+            return batch, hashes, digest, None, None
         txs: list[Tx] = []
         for i, raw in enumerate(batch.txs):
             try:
                 tx = decode_tx(raw, PROTOCOL_MAX_TX_BYTES)
             except CodecError as exc:
-                return [None, digest, [[], [], []], f"batch tx {i} is malformed: {exc}"]
+                return batch, hashes, digest, None, f"batch tx {i} is malformed: {exc}"
             txs.append(tx)
+        return batch, hashes, digest, list(tx_sign_items(txs, self.chain_id)), None
+
+    def _register_batch(self, encoded: bytes, decoded: tuple) -> list:
+        """`prepare_batch`'s answer for a decoded batch: known, refused, or a ticket."""
+        batch, hashes, digest, items, reason = decoded
+        if digest is None:
+            return [None, None, [[], [], []], reason]
+        if self._known_batch(digest):
+            return [None, digest, [[], [], []], None]
+        if reason is not None:
+            return [None, digest, [[], [], []], reason]
+        if items is None:
+            # Known when decoded and forgotten since: committed, and already out of the
+            # committed-batch memory. Nothing to store.
+            return [None, digest, [[], [], []], None]
         ticket = next(self._tickets)
         self._prepared_batches[ticket] = (encoded, batch, hashes)
-        pks, msgs, sigs = tx_sign_items(txs, self.chain_id)
-        return [ticket, digest, [pks, msgs, sigs], None]
+        return [ticket, digest, items, None]
 
     @_locked
     def admit_batch(self, ticket: int, verdicts: bytes, requested: bool = True) -> bytes:
@@ -362,8 +400,9 @@ class Mempool:
         the count is the stored batch's (0 when this mempool does not hold it).
         """
         items, fetching = msgpack.unpackb(packed, raw=False)
+        decoded = self._decode_remote(items)
         with self._lock:
-            prepared, (pks, msgs, sigs) = self._prepare_remote(items)
+            prepared, (pks, msgs, sigs) = self._prepare_remote(items, decoded)
         verdicts = self._pool.verify(pks, msgs, sigs)
         with self._lock:
             return msgpack.packb(self._admit_remote(items, prepared, verdicts, set(fetching)))
@@ -382,9 +421,11 @@ class Mempool:
         outcome, tx count]`` per peer batch (as `receive_batches`).
         """
         txs, items, fetching = msgpack.unpackb(packed, raw=False)
+        local_decoded = self._decode_txs(txs)
+        remote_decoded = self._decode_remote(items)
         with self._lock:
-            ticket, (pks, msgs, sigs), rejected = self._prepare(txs)
-            prepared, (rpks, rmsgs, rsigs) = self._prepare_remote(items)
+            ticket, (pks, msgs, sigs), rejected = self._prepare(txs, local_decoded)
+            prepared, (rpks, rmsgs, rsigs) = self._prepare_remote(items, remote_decoded)
         verdicts = self._pool.verify(pks + rpks, msgs + rmsgs, sigs + rsigs)
         local, remote = verdicts[:len(pks)], verdicts[len(pks):]
         with self._lock:
@@ -407,10 +448,18 @@ class Mempool:
                 answers[i] = next(it)
         return answers
 
-    def _prepare_remote(self, items: list) -> tuple[list, list[list[bytes]]]:
-        prepared = [self._prepare_batch(e) if type(e) is bytes
-                    else [None, None, [[], [], []], "malformed batch: not bytes"]
-                    for e, _requested in items]
+    def _decode_remote(self, items: list) -> list[tuple]:
+        """`_decode_batch` of each peer batch: without the lock."""
+        return [self._decode_batch(e) if type(e) is bytes
+                else (None, None, None, None, "malformed batch: not bytes")
+                for e, _requested in items]
+
+    def _prepare_remote(self, items: list, decoded: list[tuple] | None = None
+                        ) -> tuple[list, list[list[bytes]]]:
+        if decoded is None:
+            decoded = self._decode_remote(items)
+        prepared = [self._register_batch(e, d)
+                    for (e, _requested), d in zip(items, decoded, strict=True)]
         pks = [pk for p in prepared for pk in p[2][0]]
         msgs = [m for p in prepared for m in p[2][1]]
         sigs = [sg for p in prepared for sg in p[2][2]]
