@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import msgpack
 
-from crypto import sha256
+from crypto import merkle_root
 from node.actors.consensus_host import is_batch_digest
 from node.apps import (
     CODE_BAD_SIGNATURE,
@@ -79,14 +79,17 @@ class Executor:
                 f"forked from the network's; refusing to continue"
             )
         raw_txs: list[bytes] = []
+        hashes: list[bytes] = []
         verdicts: list[int] = []
         stored_batches: list[tuple[bytes, bytes]] = []
         digests = [d for d in block.payload if is_batch_digest(d)]
         for digest, (encoded, batch_verdicts) in zip(digests, batches, strict=True):
             batch = decode_batch(encoded)
-            if batch.digest() != digest:
+            batch_hashes = batch.tx_hashes()
+            if merkle_root(batch_hashes) != digest:   # = batch.digest(), each tx hashed once
                 raise ValueError(f"block {height}: batch {digest.hex()} content does not match")
             raw_txs.extend(batch.txs)
+            hashes.extend(batch_hashes)
             verdicts.extend(batch_verdicts)
             stored_batches.append((digest, encoded))
         # Each tx is decoded once; a failed signature (verdict 0, from the mempool's
@@ -105,7 +108,6 @@ class Executor:
             codes[valid_index[j]] = code
             if code in _NONCE_CONSUMED:
                 nonces.append([tx.sender, tx.nonce])
-        hashes = [sha256(raw) for raw in raw_txs]
         app_hash = self.app.app_hash()
         try:
             self.storage.commit_block(
