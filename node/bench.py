@@ -913,8 +913,16 @@ def _with_localnet(opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]
 
     directory = tempfile.mkdtemp(prefix="bftnode-bench-")
     _say(f"starting a localnet of {opts.validators} validators ({opts.runtime}) in {directory}")
-    net = localnet.up(Path(directory) / "net", opts.validators, app="kvstore",
-                      runtime=opts.runtime)
+    try:
+        net = localnet.up(Path(directory) / "net", opts.validators, app="kvstore",
+                          runtime=opts.runtime)
+    except BaseException:
+        # Node logs explain a failed start: keep them. Nothing written: leave nothing behind.
+        if any(p.is_file() for p in Path(directory).rglob("*")):
+            _say(f"the localnet's homes and logs are kept in {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     ok = False
     try:
         results = run_on_localnet(net, opts)

@@ -316,3 +316,31 @@ def test_single_run_plot(one_node, tmp_path: Path):
                      "--duration", "2", "--plot", str(plot)])
     assert code == 0
     assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("writes_logs", [False, True])
+def test_a_localnet_that_does_not_start_leaves_no_empty_directory(tmp_path, monkeypatch,
+                                                                  capsys, writes_logs):
+    """The bench's own localnet failing to start: exit 1 with the reason; its temporary
+    directory is removed when nothing was written, kept (and named) when node logs are."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def failing_up(directory: Path, *args, **kwargs):
+        if writes_logs:
+            (directory / "node0").mkdir(parents=True)
+            (directory / "node0" / "node.log").write_text("node 0 failed to start\n")
+        raise RuntimeError("node 0 did not answer /v1/status")
+
+    monkeypatch.setattr(localnet, "up", failing_up)
+    assert cli_main(["bench", "--validators", "1", "--runtime", "inprocess",
+                     "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "node 0 did not answer" in err
+    left = [p for p in tmp_path.iterdir() if p.name.startswith("bftnode-bench-")]
+    if writes_logs:
+        assert len(left) == 1 and (left[0] / "net" / "node0" / "node.log").is_file()
+        assert f"kept in {left[0]}" in err
+    else:
+        assert left == []
