@@ -74,6 +74,17 @@ class _Waiter:
     submitted: float
 
 
+async def _gather(wake: asyncio.Event, now: asyncio.Event, delay: float) -> None:
+    """Wait for `wake`, then up to `delay` more for company unless `now` is (or gets)
+    set; clear both. The batching wait of the consensus pump and of the intake loop."""
+    await wake.wait()
+    if not now.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), delay)
+    wake.clear()
+    now.clear()
+
+
 class NodeHalted(Exception):
     """The node stopped itself to stay safe (app hash mismatch, store error)."""
 
@@ -238,12 +249,7 @@ class Node:
 
     async def _consensus_pump(self) -> None:
         while True:
-            await self._cons_wake.wait()
-            if not self._cons_urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cons_urgent.wait(), _NOTICE_DELAY_S)
-            self._cons_urgent.clear()
-            self._cons_wake.clear()
+            await _gather(self._cons_wake, self._cons_urgent, _NOTICE_DELAY_S)
             inputs, self._cons_inputs = self._cons_inputs, []
             if inputs:
                 await self._handle_outputs(await self.consensus.call(
@@ -441,12 +447,7 @@ class Node:
         """
         window = self.cfg.mempool.batch_timeout_ms / 1000.0
         while True:
-            await self._intake_wake.wait()
-            if not self._intake_now.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._intake_now.wait(), window)
-            self._intake_wake.clear()
-            self._intake_now.clear()
+            await _gather(self._intake_wake, self._intake_now, window)
             while self._admission or not self._remote_batches.empty():
                 txs = [self._admission.popleft()
                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
