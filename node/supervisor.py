@@ -116,7 +116,7 @@ class Node:
         self._admission: deque[tuple[bytes, asyncio.Future]] = deque()
         self._intake_wake = asyncio.Event()    # something arrived
         self._intake_now = asyncio.Event()     # ... that should not wait for company
-        self._remote_batches: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(maxsize=256)
+        self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(maxsize=256)
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._admitted_at: dict[bytes, float] = {}
@@ -332,7 +332,7 @@ class Node:
             self._to_consensus(["msg", payload])
         elif isinstance(msg, BatchGossip):
             try:
-                self._remote_batches.put_nowait((peer, msg.encoded))
+                self._remote_batches.put_nowait(msg.encoded)
             except asyncio.QueueFull:
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
                 return
@@ -451,7 +451,7 @@ class Node:
             while self._admission or not self._remote_batches.empty():
                 txs = [self._admission.popleft()
                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
-                batches = [self._remote_batches.get_nowait()[1] for _ in range(
+                batches = [self._remote_batches.get_nowait() for _ in range(
                     min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
                 await self._intake(txs, batches)
 
