@@ -196,7 +196,7 @@ _CONTAINERS = frozenset((list, dict))
 
 
 def _usual_shape(obj: list[Any]) -> bool:
-    """[tag, 4 scalars, [scalars], scalar]: nests 2 deep, within a tx's depth limit."""
+    """[tag, 4 scalars, [scalars], scalar]: nests 2 deep, within `tx_limits`' max_depth."""
     op = obj[5] if len(obj) == 7 else None
     return (type(op) is list and _CONTAINERS.isdisjoint(map(type, op))
             and _CONTAINERS.isdisjoint(map(type, obj[1:5])) and type(obj[6]) not in _CONTAINERS)
@@ -215,11 +215,12 @@ def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
     data = bytes(data)
     if len(data) > max_size:
         raise CodecError(f"tx of {len(data)} bytes exceeds the {max_size}-byte limit")
-    obj = unpack(data, tx_limits(max_size), walk_depth=False)
+    limits = tx_limits(max_size)
+    obj = unpack(data, limits, walk_depth=False)
     if type(obj) is not list or not obj or obj[0] != TX_TAG or type(obj[0]) is not int:
         raise CodecError(f"not a transaction: expected an array starting with type tag {TX_TAG}")
     if not _usual_shape(obj):
-        check_depth(obj, 2)   # refused with the depth error where it applies
+        check_depth(obj, limits.max_depth)   # refused with the depth error where it applies
     tx = TX_MESSAGES.from_obj(obj)
     assert isinstance(tx, Tx)
     # Canonical iff re-encoding gives the same bytes. `obj` has exactly Tx.encode's
