@@ -102,10 +102,9 @@ class Mempool:
     Calls may run concurrently (`CONCURRENCY`; the runtime hosts the class so): every
     method holds `_lock`, except that `intake` and `receive_batches` decode before taking
     it and let go of it while the verifier pool checks their signatures (most of their
-    time). The commit pipeline's
-    `get_batches` and `committed` then do not queue behind a verification. What changes
-    during that gap is re-checked when the verified txs and batches are admitted
-    (tickets, `_admit`, `admit_batch`).
+    time). The commit pipeline's `get_batches` and `committed` then do not queue behind
+    a verification. What changes during that gap is re-checked when the verified txs and
+    batches are admitted (tickets, `_admit`, `admit_batch`).
     """
 
     CONCURRENCY = 4
