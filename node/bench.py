@@ -522,9 +522,8 @@ def latency_samples(result: DriveResult, indices: Iterable[int]) -> list[float]:
 def load_figures(result: DriveResult, rate: float, indices: Sequence[int]) -> dict[str, Any]:
     """The figures common to the node and its peer: throughput, finality, generator."""
     finality = latency_samples(result, indices)
-    in_window = sum(1 for i in indices
-                    if result.watcher.seen[i] <= result.t0 + result.duration_s)
     seen = [t for t in (result.watcher.seen[i] for i in indices) if t == t]  # not NaN
+    in_window = sum(1 for t in seen if t <= result.t0 + result.duration_s)
     # From the first due submission to the last commit seen (at least the load window).
     span = max(result.duration_s, (max(seen) - result.t0) if seen else 0.0)
     lag = [(t - result.t0 - i / rate) * 1000 for i, t in enumerate(result.sent_at) if t == t]
