@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -59,12 +58,6 @@ async def _exchange(port: int, chunks: list[bytes], answers: int,
         writer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _with_node(tmp_path: Path, test: Callable[[Node, int, int], Awaitable[None]]) -> None:
     net = localnet.generate(tmp_path / "net", 1, runtime="inprocess")
     cfg = load_config(net.nodes[0].home)
@@ -73,7 +66,7 @@ def _with_node(tmp_path: Path, test: Callable[[Node, int, int], Awaitable[None]]
     async def run() -> None:
         node = Node(cfg, genesis)
         await node.start()
-        slow = RpcServer(node, "127.0.0.1", _free_port(), cfg.rpc.max_body_bytes,
+        slow = RpcServer(node, "127.0.0.1", localnet.PortAllocator().take(), cfg.rpc.max_body_bytes,
                          cfg.rpc.max_connections, cfg.rpc.wait_timeout_s, fast_path=False)
         await slow.start()
         try:
