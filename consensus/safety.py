@@ -25,12 +25,17 @@ The record also keeps what a restarted engine needs to carry on where it stopped
   propose it: a lock on a block nobody can propose any more can stall the height;
 - the votes it signed in the latest two rounds it signed in, so that it can send them
   again: peers may never have received them, and without them the others may wait
-  forever for a 2f+1 that includes this validator.
+  forever for a 2f+1 that includes this validator;
+- the 2f+1 precommits on which it last left a round by OnTimeoutPrecommit at that
+  height (`record_round_exit`). The engine relays them on timeouts, since the others
+  may still wait in that round for precommits only it received (from a validator
+  that has crashed since). Kept only in memory they were lost in a restart, and the
+  others could then wait forever (simulator soak, seed 40000 of 7/2 crash).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from consensus.codec import (
@@ -56,6 +61,7 @@ from consensus.types import (
 from crypto import PrivateKey
 
 MAX_KEPT_VOTES = 4  # prevote and precommit of the latest two rounds signed in
+MAX_EXIT_PRECOMMITS = 1024  # a round-exit set holds one precommit per validator at most
 _STEP_NAMES = {Step.PROPOSE: "propose", Step.PREVOTE: "prevote", Step.PRECOMMIT: "precommit"}
 
 
@@ -63,10 +69,13 @@ _STEP_NAMES = {Step.PROPOSE: "propose", Step.PREVOTE: "prevote", Step.PRECOMMIT:
 class SafetyState(WireMessage):
     """The last thing signed: its (height, round, step), sign bytes and signature; the
     lock held at that height (``lock_round`` -1 and ``lock_hash`` None: no lock) and the
-    locked block if known; and ``votes``, the votes signed at this height in the latest
-    two rounds signed in, in signing order.
+    locked block if known; ``votes``, the votes signed at this height in the latest
+    two rounds signed in, in signing order; and ``exit_precommits``, the precommits of
+    round ``exit_round`` of this height on which the validator last left a round by
+    OnTimeoutPrecommit (``exit_round`` -1 and none: no such round recorded).
 
-    A WireMessage so that the node can persist it as one msgpack record.
+    A WireMessage so that the node can persist it as one msgpack record. Records
+    written before the round-exit fields existed (9 fields) still decode.
     """
 
     TAG = 30
@@ -80,21 +89,31 @@ class SafetyState(WireMessage):
     lock_hash: bytes | None = None
     lock_block: Block | None = None
     votes: tuple[Vote, ...] = ()
+    exit_round: int = -1
+    exit_precommits: tuple[Vote, ...] = ()
 
     def to_fields(self) -> list[Any]:
         return [self.height, self.round, int(self.step), self.sign_bytes, self.signature,
                 self.lock_round, self.lock_hash,
                 None if self.lock_block is None else self.lock_block.to_fields(),
-                [v.to_fields() for v in self.votes]]
+                [v.to_fields() for v in self.votes],
+                self.exit_round, [v.to_fields() for v in self.exit_precommits]]
 
     @classmethod
     def from_fields(cls, fields: list[Any]) -> SafetyState:
-        expect_list(fields, "SafetyState", length=9)
+        expect_list(fields, "SafetyState", max_len=11)
+        if len(fields) not in (9, 11):
+            raise CodecError(f"SafetyState must have 9 or 11 fields, got {len(fields)}")
         step = expect_int(fields[2], "safety step", lo=0, hi=2)
         block = None if fields[7] is None else Block.from_fields(fields[7])
         votes = expect_list(fields[8], "safety votes", max_len=MAX_KEPT_VOTES)
+        exit_round, exits = -1, ()
+        if len(fields) == 11:
+            exit_round = fields[9]
+            exits = tuple(Vote.from_fields(v) for v in expect_list(
+                fields[10], "safety exit precommits", max_len=MAX_EXIT_PRECOMMITS))
         return cls(fields[0], fields[1], Step(step), fields[3], fields[4], fields[5], fields[6],
-                   block, tuple(Vote.from_fields(v) for v in votes))
+                   block, tuple(Vote.from_fields(v) for v in votes), exit_round, exits)
 
     def validate(self) -> None:
         expect_int(self.height, "safety height", lo=1, hi=MAX_HEIGHT)
@@ -121,6 +140,21 @@ class SafetyState(WireMessage):
             v.validate()
             if v.height != self.height or v.round > self.round:
                 raise CodecError("safety votes must be of the state's height, not above its round")
+        expect_int(self.exit_round, "safety exit_round", lo=-1, hi=MAX_ROUND)
+        if (type(self.exit_precommits) is not tuple
+                or len(self.exit_precommits) > MAX_EXIT_PRECOMMITS):
+            raise CodecError("safety exit_precommits must be a tuple of at most "
+                             f"{MAX_EXIT_PRECOMMITS} votes")
+        if (self.exit_round == -1) != (not self.exit_precommits):
+            raise CodecError("safety exit_round and exit_precommits must be set together")
+        for v in self.exit_precommits:
+            if not isinstance(v, Vote):
+                raise CodecError("safety exit_precommits must hold Votes")
+            v.validate()
+            if (v.kind != VoteKind.PRECOMMIT or v.height != self.height
+                    or v.round != self.exit_round):
+                raise CodecError("safety exit_precommits must be precommits of the state's "
+                                 "height and exit_round")
 
 
 class SafetyStore(Protocol):
@@ -161,6 +195,9 @@ class SafetyRules:
         self.chain_id = chain_id
         self.public_key: bytes = key.public_key
         self._state: SafetyState | None = store.load()
+        # A round exit at a height nothing was signed at yet: saved with the first
+        # signature there (a state needs one), until then only in memory.
+        self._pending_exit: tuple[int, int, tuple[Vote, ...]] | None = None
 
     @property
     def state(self) -> SafetyState | None:
@@ -185,6 +222,38 @@ class SafetyRules:
         if st is None or st.height != height:
             return ()
         return st.votes
+
+    def round_exit(self, height: int) -> tuple[int, tuple[Vote, ...]]:
+        """(round, its precommits) recorded by `record_round_exit` at `height`, the latest
+        one; (-1, ()) when none."""
+        st = self._state
+        if st is not None and st.height == height and st.exit_round >= 0:
+            return st.exit_round, st.exit_precommits
+        pending = self._pending_exit
+        if pending is not None and pending[0] == height:
+            return pending[1], pending[2]
+        return -1, ()
+
+    def record_round_exit(self, height: int, round: int, precommits: tuple[Vote, ...]) -> None:
+        """Keep, durably, the precommits of `round` at `height` on which the engine leaves
+        that round by OnTimeoutPrecommit (see the module docstring). An earlier round than
+        the one recorded is ignored. At a height nothing was signed at yet, the record is
+        saved with the first signature there."""
+        if not precommits or len(precommits) > MAX_EXIT_PRECOMMITS:
+            raise ValueError("record_round_exit: between 1 and "
+                             f"{MAX_EXIT_PRECOMMITS} precommits expected")
+        for v in precommits:
+            if v.kind != VoteKind.PRECOMMIT or v.height != height or v.round != round:
+                raise ValueError("record_round_exit: precommits of that height and round only")
+        if round <= self.round_exit(height)[0]:
+            return
+        st = self._state
+        if st is None or st.height != height:
+            self._pending_exit = (height, round, tuple(precommits))
+            return
+        state = replace(st, exit_round=round, exit_precommits=tuple(precommits))
+        self._store.save(state)
+        self._state = state
 
     def sign_proposal(self, proposal: Proposal) -> Proposal:
         """`proposal` with its signature filled in; raises SafetyViolation (see module doc)."""
@@ -250,8 +319,9 @@ class SafetyRules:
                 lock_round, lock_hash = round, vote.block_hash
                 if lock_block is None or lock_block.hash() != lock_hash:
                     lock_block = block
+        exit_round, exits = self.round_exit(height)
         state = SafetyState(height, round, step, data, signature, lock_round, lock_hash,
-                            lock_block, votes)
+                            lock_block, votes, exit_round, exits)
         self._store.save(state)  # durable before the signature leaves
         self._state = state
         return signature, signed

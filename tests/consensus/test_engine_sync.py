@@ -184,18 +184,17 @@ def test_restart_resumes_the_round_with_its_lock_and_resends_its_votes():
     assert s.engine.round == 1 and s.engine.locked_round == 0
     restarted = Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=1)
     outs = restarted.start()
-    assert (restarted.round, restarted.step) == (0, Step.PRECOMMIT)   # last round signed in
+    # Round 0 was left by OnTimeoutPrecommit: carry on in round 1, as before the crash.
+    assert (restarted.round, restarted.step) == (1, Step.PROPOSE)
     assert (restarted.locked_round, restarted.locked_block_hash) == (0, b.hash())
-    assert sent_votes(outs, PV) == [(1, 0, b.hash())] and sent_votes(outs, PC) == [(1, 0, b.hash())]
-    restarted.on_message(signed_vote(s.keys[1], PC, 1, 0, None))
-    restarted.on_message(signed_vote(s.keys[2], PC, 1, 0, None))
-    restarted.on_timeout(1, 0, Step.PRECOMMIT)
+    assert sent_votes(outs, PV) == [(1, 0, b.hash())]
+    assert sent_votes(outs, PC) == [(1, 0, b.hash())]
     other = make_block(s.vset, s.pks[2], tag=b"other")
     outs = restarted.on_message(signed_proposal(s.keys[2], 1, 1, other))
     assert sent_votes(outs, PV) == [(1, 1, None)]           # the lock survived the crash
     again = Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=1)
     outs = again.start()
-    assert (again.round, again.step) == (1, Step.PREVOTE)
+    assert (again.round, again.step) == (1, Step.PREVOTE)   # the last round signed in
     assert sent_votes(outs, PV) == [(1, 0, b.hash()), (1, 1, None)]   # the last two rounds
     assert sent_votes(outs, PC) == [(1, 0, b.hash())]
     assert again.on_timeout(1, 1, Step.PROPOSE)            # no double sign, nothing refused
@@ -203,6 +202,27 @@ def test_restart_resumes_the_round_with_its_lock_and_resends_its_votes():
     # the store's lock belongs to height 1 only
     assert Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=2,
                   prev_block_hash=b.hash()).locked_round == -1
+
+
+def test_round_exit_precommits_survive_a_restart_and_are_relayed():
+    """Seed 40000 of 7/2 crash: a validator left round 0 on 2f+1 precommits, some from
+    validators that crashed since, without precommitting there itself; then it
+    restarted. The others, still in round 0, can only finish it with those precommits,
+    so they must be relayed after the restart too."""
+    s = Solo()
+    s.start()
+    s.timeout(0, Step.PROPOSE)              # prevote nil; no precommit of ours in round 0
+    s.votes(PC, 0, None, [1, 2, 3])         # 2f+1 precommits nil without ours
+    assert s.engine.step == Step.PREVOTE
+    s.timeout(0, Step.PRECOMMIT)            # OnTimeoutPrecommit: round 1
+    assert s.engine.round == 1
+    assert s.store.load().exit_round == 0
+    restarted = Engine(CHAIN, s.vset, SafetyRules(s.keys[0], s.store, CHAIN), s.source, height=1)
+    restarted.start()
+    assert restarted.round == 1
+    outs = restarted.on_timeout(1, 1, Step.PROPOSE)
+    relayed = [v for v in sent(outs, Vote) if v.kind == PC and v.round == 0]
+    assert sorted(v.validator for v in relayed) == sorted(s.pks[i] for i in (1, 2, 3))
 
 
 def test_observer_follows_without_signing():

@@ -4,6 +4,8 @@ and all of it across simulated restarts (same store object, new SafetyRules)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from consensus_harness import CHAIN, make_block, make_keys, make_vset
 
@@ -17,7 +19,7 @@ from consensus import (
     Vote,
     VoteKind,
 )
-from consensus.codec import unpack
+from consensus.codec import CodecError, unpack
 from crypto import verify_one
 
 KEY = make_keys(1)[0]
@@ -161,3 +163,63 @@ def test_the_locked_block_and_the_last_two_rounds_of_votes_are_kept():
     assert restarted.signed_votes(2) == ()
     with pytest.raises(ValueError):
         restarted.sign_vote(vote(VoteKind.PRECOMMIT, 1, 3, B2), block)
+
+
+def _precommits(height: int, round: int, n: int = 3) -> tuple[Vote, ...]:
+    """Signed precommits nil of `n` other validators (what an engine leaves a round on)."""
+    return tuple(Vote(VoteKind.PRECOMMIT, height, round, None, k.public_key).with_signature(
+        k.sign(Vote(VoteKind.PRECOMMIT, height, round, None, k.public_key).sign_bytes(CHAIN)))
+        for k in make_keys(n + 1)[1:])
+
+
+def test_the_round_exit_precommits_are_kept_durably_for_their_height():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 5, 0, None))
+    saves = store.saves
+    exits = _precommits(5, 0)
+    rules.record_round_exit(5, 0, exits)
+    assert store.saves == saves + 1                          # durable now, nothing signed
+    restarted = SafetyRules(KEY, store, CHAIN)
+    assert restarted.round_exit(5) == (0, exits) and restarted.round_exit(6) == (-1, ())
+    restarted.record_round_exit(5, 0, _precommits(5, 0, 2))  # not later: ignored
+    assert restarted.round_exit(5) == (0, exits)
+    restarted.sign_vote(vote(VoteKind.PREVOTE, 5, 1, None))  # signing keeps it
+    assert SafetyRules(KEY, store, CHAIN).round_exit(5) == (0, exits)
+    restarted.sign_vote(vote(VoteKind.PREVOTE, 6, 0, None))  # a new height drops it
+    assert store.state.exit_round == -1 and store.state.exit_precommits == ()
+    with pytest.raises(ValueError):
+        restarted.record_round_exit(6, 1, _precommits(6, 0))     # not of that round
+
+
+def test_a_round_exit_before_any_signature_at_its_height_waits_for_the_first():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, None))
+    exits = _precommits(2, 0)
+    rules.record_round_exit(2, 0, exits)         # a SafetyState needs a signature
+    assert rules.round_exit(2) == (0, exits) and store.state.height == 1
+    rules.sign_vote(vote(VoteKind.PREVOTE, 2, 1, None))
+    assert store.state.exit_round == 0 and store.state.exit_precommits == exits
+
+
+def test_round_exit_state_encodes_and_old_records_still_decode():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    rules.sign_vote(vote(VoteKind.PREVOTE, 3, 1, None))
+    rules.record_round_exit(3, 1, _precommits(3, 1))
+    fields = unpack(store.state.encode())[1:]
+    restored = SafetyState.from_fields(fields)
+    restored.validate()
+    assert restored == store.state
+    old = SafetyState.from_fields(fields[:9])     # written before the round-exit fields
+    old.validate()
+    assert (old.exit_round, old.exit_precommits) == (-1, ())
+    assert old.height == 3 and old.votes == store.state.votes
+    with pytest.raises(CodecError):
+        SafetyState.from_fields(fields[:10])
+    bad = dataclasses.replace(restored, exit_round=2)   # precommits are of round 1
+    with pytest.raises(CodecError, match="exit_round"):
+        bad.validate()
+    with pytest.raises(CodecError, match="set together"):
+        dataclasses.replace(restored, exit_precommits=()).validate()
