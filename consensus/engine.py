@@ -39,7 +39,8 @@ Departures from the paper's pseudo-code, all for a real network:
   `EngineConfig.max_future_rounds` rounds above ours at a time; more are ignored until
   we move up (its timeouts re-broadcast them later).
 - Crash recovery without a write-ahead log: SafetyRules keeps the lock, the locked
-  block and the votes of the last two rounds signed in, and `start` resumes from them.
+  block, the votes of the last two rounds signed in and the precommits of the last
+  round left by OnTimeoutPrecommit, and `start` resumes from them.
 """
 
 from __future__ import annotations
