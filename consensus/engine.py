@@ -938,7 +938,14 @@ class Engine:
         if self._me is None or vs is None or vs.total < self._quorum:
             return
         assert self._signer is not None
-        self._signer.record_round_exit(self._height, self._round, tuple(vs.first.values()))
+        kept: list[Vote] = []
+        power = 0
+        for idx, vote in vs.first.items():  # a quorum is all a receiver needs
+            kept.append(vote)
+            power += self._powers[idx]
+            if power >= self._quorum:
+                break
+        self._signer.record_round_exit(self._height, self._round, tuple(kept))
 
     def _pol_votes(self) -> list[Vote]:
         """The 2f+1 prevotes for validValue in validRound (its proof of lock), as received.

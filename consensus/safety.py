@@ -58,10 +58,11 @@ from consensus.types import (
     Vote,
     VoteKind,
 )
+from consensus.validators import MAX_VALIDATORS
 from crypto import PrivateKey
 
 MAX_KEPT_VOTES = 4  # prevote and precommit of the latest two rounds signed in
-MAX_EXIT_PRECOMMITS = 1024  # a round-exit set holds one precommit per validator at most
+MAX_EXIT_PRECOMMITS = MAX_VALIDATORS  # one precommit per validator at most
 _STEP_NAMES = {Step.PROPOSE: "propose", Step.PREVOTE: "prevote", Step.PRECOMMIT: "precommit"}
 
 
