@@ -309,6 +309,11 @@ class Batch(WireMessage):
         """
         return merkle_root(self.tx_hashes())
 
+    def hashes_and_digest(self) -> tuple[list[bytes], bytes]:
+        """`tx_hashes()` and `digest()` together, hashing each tx once."""
+        hashes = self.tx_hashes()
+        return hashes, merkle_root(hashes)
+
 
 def decode_batch(data: bytes, max_size: int = DEFAULT_MAX_BATCH_BYTES) -> Batch:
     """Decode and validate a peer's batch; any problem raises CodecError."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import msgpack
 
-from crypto import merkle_root
 from node.actors.consensus_host import is_batch_digest
 from node.apps import (
     CODE_BAD_SIGNATURE,
@@ -85,8 +84,8 @@ class Executor:
         digests = [d for d in block.payload if is_batch_digest(d)]
         for digest, (encoded, batch_verdicts) in zip(digests, batches, strict=True):
             batch = decode_batch(encoded)
-            batch_hashes = batch.tx_hashes()
-            if merkle_root(batch_hashes) != digest:   # = batch.digest(), each tx hashed once
+            batch_hashes, batch_digest = batch.hashes_and_digest()
+            if batch_digest != digest:
                 raise ValueError(f"block {height}: batch {digest.hex()} content does not match")
             raw_txs.extend(batch.txs)
             hashes.extend(batch_hashes)

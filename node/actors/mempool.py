@@ -37,7 +37,7 @@ from typing import Any
 import msgpack
 
 from consensus.codec import CodecError
-from crypto import merkle_root, sha256, verifier_backend
+from crypto import sha256, verifier_backend
 from node.actors.verifier_pool import VerifierPool, VerifierWorker
 from node.runtime import offload, placement
 from node.tx import PROTOCOL_MAX_TX_BYTES, Batch, Tx, decode_batch, decode_tx, tx_sign_items
@@ -149,7 +149,8 @@ class Mempool:
         the sign items of the txs still in the running (in input order) and the
         refused ones with their reasons.
         """
-        return msgpack.packb(self._prepare(msgpack.unpackb(packed_txs, raw=False)))
+        txs = msgpack.unpackb(packed_txs, raw=False)
+        return msgpack.packb(self._prepare(txs, self._decode_txs(txs)))
 
     def _decode_txs(self, txs: list) -> list[tuple[Tx | None, bytes | None, str | None]]:
         """(tx, hash, None) or (None, None, why) per encoded tx. Reads no state, so it
@@ -168,10 +169,8 @@ class Mempool:
             out.append((tx, sha256(raw), None))
         return out
 
-    def _prepare(self, txs: list, decoded: list | None = None) -> list:
-        """`prepare` of a list; `decoded` is `_decode_txs(txs)` when done beforehand."""
-        if decoded is None:
-            decoded = self._decode_txs(txs)
+    def _prepare(self, txs: list, decoded: list) -> list:
+        """`prepare` of a list; `decoded` is `_decode_txs(txs)` (done without the lock)."""
         ticket = next(self._tickets)
         keep: list[tuple[bytes, bytes, Tx]] = []
         rejected: list[list] = []
@@ -310,8 +309,7 @@ class Mempool:
             batch = decode_batch(encoded, self.limits.max_batch_bytes)
         except CodecError as exc:
             return None, None, None, None, f"malformed batch: {exc}"
-        hashes = batch.tx_hashes()
-        digest = merkle_root(hashes)      # = batch.digest(), hashing each tx once
+        hashes, digest = batch.hashes_and_digest()
         if self._known_batch(digest):
             return batch, hashes, digest, None, None
         txs: list[Tx] = []
@@ -453,10 +451,9 @@ class Mempool:
                 else (None, None, None, None, "malformed batch: not bytes")
                 for e, _requested in items]
 
-    def _prepare_remote(self, items: list, decoded: list[tuple] | None = None
+    def _prepare_remote(self, items: list, decoded: list[tuple]
                         ) -> tuple[list, list[list[bytes]]]:
-        if decoded is None:
-            decoded = self._decode_remote(items)
+        """`_register_batch` of each peer batch; `decoded` is `_decode_remote(items)`."""
         prepared = [self._register_batch(e, d)
                     for (e, _requested), d in zip(items, decoded, strict=True)]
         pks = [pk for p in prepared for pk in p[2][0]]
