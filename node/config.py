@@ -365,6 +365,15 @@ class RaySection:
         low=0, high=1024,
     )
     include_dashboard: bool = setting(False, "Start the Ray dashboard (private Ray only).")
+    consensus_in_supervisor: bool = setting(
+        True,
+        "Host the consensus engine (ConsensusHost) in the supervisor's process instead of "
+        "a Ray actor of its own. Its calls are many, small and on the critical path of "
+        "every height (proposal, votes, commit), and each Ray call costs about a "
+        "millisecond of CPU and a process wake-up; its own work is light. The mempool, "
+        "executor, block store and verifiers stay Ray actors. false: a Ray actor, like "
+        "the others.",
+    )
     mempool_resources: dict[str, float] = setting(
         {},
         'Custom Ray resources the mempool actor requires, e.g. { mempool_host = 1 }, to '

@@ -8,7 +8,9 @@
 
 The actors (Mempool, ConsensusHost, Executor, BlockStore, VerifierWorker×K)
 are plain classes hosted by `node.runtime`: Ray actors by default, or objects
-in this process. Every path that crosses an actor boundary is batched: the
+in this process. On Ray the ConsensusHost is hosted in this process unless
+`[ray] consensus_in_supervisor` is false: its calls are the most frequent and
+sit on every height's critical path, and its work is light. Every path that crosses an actor boundary is batched: the
 consensus pump hands the ConsensusHost every input that arrived since its last
 call, the intake loop hands the mempool every tx and peer batch that arrived
 within one batch timeout (one call, one verifier call, one sealed batch), and
@@ -46,7 +48,7 @@ from node.genesis import Genesis, load_genesis
 from node.metrics import NodeMetrics, catch_up
 from node.p2p import NetworkConfig, PeerAddress, PeerNetwork
 from node.rpc import RpcServer
-from node.runtime import Runtime, make_runtime
+from node.runtime import InProcessRuntime, Runtime, make_runtime
 from node.wire import (
     PEER_MESSAGES,
     BatchGossip,
@@ -100,6 +102,7 @@ class Node:
         self.node_id = address(self.key.public_key)
         self.metrics = NodeMetrics()
         self.runtime: Runtime | None = None
+        self._local_runtime: InProcessRuntime | None = None   # actors hosted here on Ray
         self.verifier_workers: list = []
         self.network: PeerNetwork | None = None
         self.rpc: RpcServer | None = None
@@ -160,11 +163,17 @@ class Node:
                                  genesis.app, dict(genesis.allocations), map_size)
         self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)
         c = cfg.consensus
+        # The engine's calls are many, small and on every height's critical path: on Ray
+        # it is hosted here by default ([ray] consensus_in_supervisor), inline on this
+        # event loop as under the in-process runtime.
+        host_rt: Runtime = rt
+        if rt.kind == "ray" and cfg.ray.consensus_in_supervisor:
+            host_rt = self._local_runtime = InProcessRuntime(self.metrics.observe_call)
         timeouts = dict(timeout_propose_ms=c.timeout_propose_ms,
                         timeout_prevote_ms=c.timeout_prevote_ms,
                         timeout_precommit_ms=c.timeout_precommit_ms,
                         delta_ms=c.timeout_delta_ms)
-        self.consensus = rt.spawn(
+        self.consensus = host_rt.spawn(
             f"consensus-{ns}", ConsensusHost, data_dir, str(cfg.node_key_path), self.chain_id,
             validators, timeouts, c.max_block_batches, map_size, genesis_app_hash,
             c.block_interval_ms, c.empty_block_interval_ms, cfg.node.byzantine,
@@ -233,6 +242,8 @@ class Node:
             await self.rpc.stop()
         if self.network is not None:
             await self.network.close()
+        if self._local_runtime is not None:
+            await self._local_runtime.shutdown()
         if self.runtime is not None:
             await self.runtime.shutdown()
 

@@ -66,6 +66,7 @@ from consensus.safety import SafetyRules, SafetyState
 from consensus.types import CONSENSUS_MESSAGES, Block, DuplicateVoteEvidence, Proposal, Vote
 from consensus.validators import Validator, ValidatorSet
 from crypto import load_private_key, sha256
+from node.runtime import placement
 from node.storage import LmdbSafetyStore
 from node.stores import open_storage
 from node.wire import decode_block, decode_certificate
@@ -389,6 +390,10 @@ class ConsensusHost:
         return [e.height, e.round, int(e.step), dict(self.rejected),
                 dict(getattr(e, "rejected", {})), self.evidence_found, self.evidence_in_blocks,
                 len(self.evidence_pending), dict(getattr(e, "ignored", {}))]
+
+    def where(self) -> dict[str, object]:
+        """The process hosting this engine (the supervisor's, or a Ray actor's)."""
+        return placement()
 
     def decided_raw(self, height: int) -> list | None:
         d = self.engine.decided(height)

@@ -5,6 +5,7 @@ pinned to another raylet through custom resources, and the node still commits.""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,37 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.parametrize("in_supervisor", [True, False])
+def test_consensus_host_placement(tmp_path: Path, in_supervisor: bool) -> None:
+    """`[ray] consensus_in_supervisor` hosts the engine in the supervisor's process (the
+    default) or in a Ray actor of its own; the node commits either way."""
+    pytest.importorskip("ray")
+    net = localnet.generate(tmp_path / "net", 1, runtime="ray")
+    home = net.nodes[0].home
+    cfg = load_config(home)
+    assert cfg.ray.consensus_in_supervisor, "the default hosts consensus in the supervisor"
+    cfg.ray.consensus_in_supervisor = in_supervisor
+    write_config(home, cfg)
+    cfg = load_config(home)
+    genesis = load_genesis(cfg.genesis_path)
+
+    async def run() -> None:
+        node = Node(cfg, genesis)
+        await node.start()
+        try:
+            where = await node.consensus.call("where")
+            assert (where["pid"] == os.getpid()) is in_supervisor, where
+            # The other actors stay Ray actors in their own processes.
+            assert (await node.mempool.call("where"))["pid"] != os.getpid()
+            w = Wallet.generate()
+            h, error, status = await node.submit_tx(w.kv_set(genesis.chain_id, b"k", b"v"))
+            assert error is None and status == 202, error
+            result = await node.wait_committed(h, 30)
+            assert result is not None and result["code"] == 0
+            assert (await node.status())["height"] >= result["height"]
+        finally:
+            await node.stop()
+
+    asyncio.run(run())
