@@ -22,6 +22,7 @@ and the class guards its own state with a lock.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -45,9 +46,29 @@ def concurrency(cls: type) -> int:
     return int(getattr(cls, "CONCURRENCY", 1))
 
 
+# Allocations between young-generation collections (CPython's default is 700).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Make the garbage collector run ~70x less often in this process.
+
+    A node allocates many short-lived, acyclic objects per transaction (decoded txs,
+    hashes, msgpack lists), all freed by reference counting. With the default
+    thresholds CPython still runs a collection every few hundred txs, and the older
+    generations' collections walk every object the process holds (a mempool holds
+    up to `max_txs` txs): at 2,200 tx/s on Ray it was a tenth of the Executor's
+    samples. Cycles are still collected, only later. Every actor calls this in its
+    constructor (so it applies in Ray's worker processes); the supervisor at start.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def placement() -> dict[str, object]:
-    """Where the calling actor runs: pid, and the Ray node id when hosted by Ray."""
-    where: dict[str, object] = {"pid": os.getpid(), "ray_node_id": None}
+    """Where the calling actor runs: pid, the Ray node id when hosted by Ray, and the
+    process's garbage-collector thresholds (`tune_gc`)."""
+    where: dict[str, object] = {"pid": os.getpid(), "ray_node_id": None,
+                                "gc_threshold": list(gc.get_threshold())}
     try:
         import ray
 

@@ -48,7 +48,7 @@ from node.genesis import Genesis, load_genesis
 from node.metrics import NodeMetrics, catch_up
 from node.p2p import NetworkConfig, PeerAddress, PeerNetwork
 from node.rpc import RpcServer
-from node.runtime import InProcessRuntime, Runtime, make_runtime
+from node.runtime import InProcessRuntime, Runtime, make_runtime, tune_gc
 from node.wire import (
     PEER_MESSAGES,
     BatchGossip,
@@ -741,4 +741,5 @@ def run_node(home: str) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without
         log.warning("uvloop not available; using the default asyncio loop")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    tune_gc()
     return asyncio.run(_run(cfg, genesis))

@@ -13,6 +13,7 @@ import pytest
 from node import localnet
 from node.config import load_config, write_config
 from node.genesis import load_genesis
+from node.runtime import GC_THRESHOLDS
 from node.supervisor import Node
 from node.wallet import Wallet
 
@@ -85,8 +86,12 @@ def test_consensus_host_placement(tmp_path: Path, in_supervisor: bool) -> None:
         try:
             where = await node.consensus.call("where")
             assert (where["pid"] == os.getpid()) is in_supervisor, where
-            # The other actors stay Ray actors in their own processes.
-            assert (await node.mempool.call("where"))["pid"] != os.getpid()
+            # The other actors stay Ray actors in their own processes, with the
+            # collector thresholds every actor sets (node.runtime.tune_gc).
+            mempool_where = await node.mempool.call("where")
+            assert mempool_where["pid"] != os.getpid()
+            assert mempool_where["gc_threshold"] == list(GC_THRESHOLDS)
+            assert where["gc_threshold"] == list(GC_THRESHOLDS)
             w = Wallet.generate()
             h, error, status = await node.submit_tx(w.kv_set(genesis.chain_id, b"k", b"v"))
             assert error is None and status == 202, error

@@ -1,15 +1,24 @@
 """The in-process runtime (node/runtime.py): where calls run, one call at a time per actor
-(Ray's max_concurrency=1), and shutdown closing every actor."""
+(Ray's max_concurrency=1), shutdown closing every actor, and the collector thresholds."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
 import pytest
 
-from node.runtime import InProcessRuntime, LocalRef, make_runtime, offload
+from node.runtime import (
+    GC_THRESHOLDS,
+    InProcessRuntime,
+    LocalRef,
+    make_runtime,
+    offload,
+    placement,
+    tune_gc,
+)
 
 
 class Probe:
@@ -122,3 +131,15 @@ def test_make_runtime():
     assert make_runtime("inprocess", "ns").kind == "inprocess"
     with pytest.raises(ValueError, match="unknown runtime 'threads'"):
         make_runtime("threads", "ns")
+
+
+def test_tune_gc_sets_the_thresholds_and_placement_reports_them():
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert placement()["gc_threshold"] == list(GC_THRESHOLDS)
+        assert GC_THRESHOLDS[0] > 700, "young collections must be rarer than the default"
+    finally:
+        gc.set_threshold(*saved)
