@@ -57,6 +57,10 @@ class NodeMetrics:
             "duplicate), by reason", ["kind", "reason"], registry=r)
         self.sync_blocks = Counter("bftnode_sync_blocks", "Blocks obtained by block sync",
                                    registry=r)
+        self.batch_requests = Counter(
+            "bftnode_batch_requests", "Requests to peers for batches a proposal names and "
+            "this node lacks, sent after the batches already queued were verified",
+            registry=r)
         self.actor_calls = Counter(
             "bftnode_actor_calls", "Calls from the supervisor to the node's actors, by actor "
             "and method", ["actor", "method"], registry=r)

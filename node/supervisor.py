@@ -43,6 +43,7 @@ from node.actors.executor import Executor
 from node.actors.mempool import Mempool, MempoolLimits, rejection_label
 from node.actors.verifier_pool import VerifierWorker
 from node.apps import CODE_NAMES, MemoryState, make_app
+from node.batch_fetch import DeferredFetches
 from node.config import NodeConfig, load_config, parse_host_port
 from node.genesis import Genesis, load_genesis
 from node.metrics import NodeMetrics, catch_up
@@ -125,6 +126,7 @@ class Node:
         self._admitted_at: dict[bytes, float] = {}
         self._subscribers: set[asyncio.Queue] = set()
         self._fetching: dict[bytes, float] = {}
+        self._deferred_fetches = DeferredFetches()
         self._sync_requested_at = 0.0
         # Highest height handed to consensus by block sync, and when: the next request
         # starts above it, not at the executed height, which lags while blocks execute.
@@ -290,9 +292,11 @@ class Node:
                 for d in missing:
                     self._fetching[d] = now
                 if missing:
-                    request = BatchRequest(tuple(missing)).encode()
-                    if not self.network.send(out[2], request):
-                        self.network.broadcast(request)
+                    # Most are queued for the mempool already: ask peers only for what
+                    # is still missing once those are through (node/batch_fetch.py).
+                    self._deferred_fetches.add(missing, out[2])
+                    self._intake_wake.set()
+                    self._intake_now.set()
             elif kind == "sync":
                 self._network_height = max(self._network_height, out[1])
                 self._request_sync(out[2])
@@ -347,6 +351,7 @@ class Node:
             except asyncio.QueueFull:
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
                 return
+            self._deferred_fetches.received += 1
             self._intake_wake.set()
             if self._fetching:
                 self._intake_now.set()   # it may be one that consensus waits for
@@ -421,6 +426,7 @@ class Node:
         # Consensus waits for a batch it asked to fetch: tell it now. Other batches only
         # feed later proposals, and their notices may gather for a moment.
         urgent = any(self._fetching.pop(digest, None) is not None for digest in good + held)
+        self._deferred_fetches.arrived(good + held)
         if good:
             self._to_consensus(["batches", good, True, counts], urgent)
         if held:
@@ -459,12 +465,23 @@ class Node:
         window = self.cfg.mempool.batch_timeout_ms / 1000.0
         while True:
             await _gather(self._intake_wake, self._intake_now, window)
+            self._send_due_fetches()
             while self._admission or not self._remote_batches.empty():
                 txs = [self._admission.popleft()
                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
                 batches = [self._remote_batches.get_nowait() for _ in range(
                     min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
                 await self._intake(txs, batches)
+                self._deferred_fetches.processed += len(batches)
+                self._send_due_fetches()
+
+    def _send_due_fetches(self) -> None:
+        assert self.network is not None
+        for digests, peer in self._deferred_fetches.due():
+            self.metrics.batch_requests.inc()
+            request = BatchRequest(tuple(digests)).encode()
+            if peer is None or not self.network.send(peer, request):
+                self.network.broadcast(request)
 
     async def _intake(self, txs: list[tuple[bytes, asyncio.Future]],
                       batches: list[bytes]) -> None:
