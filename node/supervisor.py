@@ -10,11 +10,11 @@ The actors (Mempool, ConsensusHost, Executor, BlockStore, VerifierWorker×K)
 are plain classes hosted by `node.runtime`: Ray actors by default, or objects
 in this process. On Ray the ConsensusHost is hosted in this process unless
 `[ray] consensus_in_supervisor` is false: its calls are the most frequent and
-sit on every height's critical path, and its work is light. Every path that crosses an actor boundary is batched: the
-consensus pump hands the ConsensusHost every input that arrived since its last
-call, the intake loop hands the mempool every tx and peer batch that arrived
-within one batch timeout (one call, one verifier call, one sealed batch), and
-the commit pipeline moves whole blocks.
+sit on every height's critical path, and its work is light. Every path that
+crosses an actor boundary is batched: the consensus pump hands the ConsensusHost
+every input that arrived since its last call, the intake loop hands the mempool
+every tx and peer batch that arrived within one batch timeout (one call, one
+verifier call, one sealed batch), and the commit pipeline moves whole blocks.
 
 The supervisor owns its Ray actors: if it is SIGKILLed they die with it
 (Ray's owner fate-sharing) and the node restarts as a unit from its store.
