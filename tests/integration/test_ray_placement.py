@@ -1,23 +1,46 @@
 """Placement across machines, tested on one machine with Ray's multi-node test
 cluster (several raylets on one host): a node's verifier pool and mempool are
-pinned to another raylet through custom resources, and the node still commits."""
+pinned to another raylet through custom resources, and the node still commits.
+And where the consensus engine runs: in the supervisor's process or a Ray actor."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from node import localnet
-from node.config import load_config, write_config
-from node.genesis import load_genesis
+from node.config import NodeConfig, load_config, write_config
+from node.genesis import Genesis, load_genesis
 from node.runtime import GC_THRESHOLDS
 from node.supervisor import Node
 from node.wallet import Wallet
 
 pytestmark = pytest.mark.integration
+
+
+def one_validator(tmp_path: Path, edit: Callable[[NodeConfig], None]
+                  ) -> tuple[NodeConfig, Genesis]:
+    """A one-validator Ray home whose config `edit` changed, read back from disk."""
+    home = localnet.generate(tmp_path / "net", 1, runtime="ray").nodes[0].home
+    cfg = load_config(home)
+    edit(cfg)
+    write_config(home, cfg)
+    cfg = load_config(home)
+    return cfg, load_genesis(cfg.genesis_path)
+
+
+async def commit_one_tx(node: Node, chain_id: str) -> dict:
+    """Submit one signed kvstore tx to `node` and wait for it to commit with code 0."""
+    w = Wallet.generate()
+    h, error, status = await node.submit_tx(w.kv_set(chain_id, b"k", b"v"))
+    assert error is None and status == 202, error
+    result = await node.wait_committed(h, 30)
+    assert result is not None and result["code"] == 0
+    return result
 
 
 def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
@@ -29,15 +52,13 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
         worker = cluster.add_node(num_cpus=1, resources={"bftnode_workers": 4})
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
-        net = localnet.generate(tmp_path / "net", 1, runtime="ray")
-        home = net.nodes[0].home
-        cfg = load_config(home)
-        cfg.ray.address = cluster.address
-        cfg.ray.verifier_resources = {"bftnode_workers": 1}
-        cfg.ray.mempool_resources = {"bftnode_workers": 1}
-        write_config(home, cfg)
-        cfg = load_config(home)
-        genesis = load_genesis(cfg.genesis_path)
+
+        def pin(cfg: NodeConfig) -> None:
+            cfg.ray.address = cluster.address
+            cfg.ray.verifier_resources = {"bftnode_workers": 1}
+            cfg.ray.mempool_resources = {"bftnode_workers": 1}
+
+        cfg, genesis = one_validator(tmp_path, pin)
 
         async def run() -> None:
             node = Node(cfg, genesis)
@@ -49,11 +70,7 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
                 assert where_mempool["ray_node_id"] == worker.node_id
                 head_id = ray.get_runtime_context().get_node_id()
                 assert head_id != worker.node_id
-                w = Wallet.generate()
-                h, error, status = await node.submit_tx(w.kv_set(genesis.chain_id, b"k", b"v"))
-                assert error is None and status == 202, error
-                result = await node.wait_committed(h, 30)
-                assert result is not None and result["code"] == 0
+                await commit_one_tx(node, genesis.chain_id)
                 # The mempool had the pool's worker, on the other raylet, check the signature.
                 verified, _busy = await node.verifier_workers[0].call("stats")
                 assert verified >= 1
@@ -71,14 +88,12 @@ def test_consensus_host_placement(tmp_path: Path, in_supervisor: bool) -> None:
     """`[ray] consensus_in_supervisor` hosts the engine in the supervisor's process (the
     default) or in a Ray actor of its own; the node commits either way."""
     pytest.importorskip("ray")
-    net = localnet.generate(tmp_path / "net", 1, runtime="ray")
-    home = net.nodes[0].home
-    cfg = load_config(home)
-    assert cfg.ray.consensus_in_supervisor, "the default hosts consensus in the supervisor"
-    cfg.ray.consensus_in_supervisor = in_supervisor
-    write_config(home, cfg)
-    cfg = load_config(home)
-    genesis = load_genesis(cfg.genesis_path)
+
+    def place(cfg: NodeConfig) -> None:
+        assert cfg.ray.consensus_in_supervisor, "the default hosts consensus in the supervisor"
+        cfg.ray.consensus_in_supervisor = in_supervisor
+
+    cfg, genesis = one_validator(tmp_path, place)
 
     async def run() -> None:
         node = Node(cfg, genesis)
@@ -92,11 +107,7 @@ def test_consensus_host_placement(tmp_path: Path, in_supervisor: bool) -> None:
             assert mempool_where["pid"] != os.getpid()
             assert mempool_where["gc_threshold"] == list(GC_THRESHOLDS)
             assert where["gc_threshold"] == list(GC_THRESHOLDS)
-            w = Wallet.generate()
-            h, error, status = await node.submit_tx(w.kv_set(genesis.chain_id, b"k", b"v"))
-            assert error is None and status == 202, error
-            result = await node.wait_committed(h, 30)
-            assert result is not None and result["code"] == 0
+            result = await commit_one_tx(node, genesis.chain_id)
             assert (await node.status())["height"] >= result["height"]
         finally:
             await node.stop()
