@@ -58,10 +58,21 @@ def tune_gc() -> None:
     thresholds CPython still runs a collection every few hundred txs, and the older
     generations' collections walk every object the process holds (a mempool holds
     up to `max_txs` txs): at 2,200 tx/s on Ray it was a tenth of the Executor's
-    samples. Cycles are still collected, only later. Every actor calls this in its
-    constructor (so it applies in Ray's worker processes); the supervisor at start.
+    samples. Cycles are still collected, only later. `Node.start` calls this for its
+    own process (and the actors hosted in it); `RayRuntime.spawn` runs it first in each
+    Ray actor's own process.
     """
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _tuning_gc_first(cls: type) -> type:
+    """A subclass of `cls` whose constructor runs `tune_gc` first: the one place where
+    bftnode's code runs in a Ray worker process before the actor's own."""
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        tune_gc()
+        cls.__init__(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"__init__": __init__})
 
 
 def placement() -> dict[str, object]:
@@ -217,7 +228,7 @@ class RayRuntime:
     def spawn(self, name: str, cls: type, *args: Any, resources: dict[str, float] | None = None,
               **kwargs: Any) -> RayRef:
         ray = self._ray
-        remote_cls = ray.remote(cls)
+        remote_cls = ray.remote(_tuning_gc_first(cls))
         options: dict[str, Any] = dict(name=name, max_concurrency=concurrency(cls), num_cpus=0,
                                        max_restarts=0, lifetime=None)
         if resources:

@@ -139,6 +139,7 @@ class Node:
 
     async def start(self) -> None:
         cfg, genesis = self.cfg, self.genesis
+        tune_gc()   # this process, and the actors the in-process host keeps in it
         data_dir = str(cfg.data_dir)
         map_size = cfg.storage.map_size_mb * 1024 * 1024
         self.runtime = rt = make_runtime(
@@ -329,10 +330,13 @@ class Node:
         # A fed block the engine refused (a bad peer's) must not be skipped for good: the
         # fed mark only counts while recent.
         start = max(self.height, synced if now - at < _SYNC_FED_VALID_S else 0) + 1
-        req = BlockSyncRequest(start, SYNC_BATCH).encode()
+        self._send_or_broadcast(peer, BlockSyncRequest(start, SYNC_BATCH).encode())
+
+    def _send_or_broadcast(self, peer: bytes | None, frame: bytes) -> None:
+        """To `peer` when named and connected, else to every peer."""
         assert self.network is not None
-        if peer is None or not self.network.send(peer, req):
-            self.network.broadcast(req)
+        if peer is None or not self.network.send(peer, frame):
+            self.network.broadcast(frame)
 
     # --- peers -----------------------------------------------------------------------
 
@@ -476,12 +480,9 @@ class Node:
                 self._send_due_fetches()
 
     def _send_due_fetches(self) -> None:
-        assert self.network is not None
         for digests, peer in self._deferred_fetches.due():
             self.metrics.batch_requests.inc()
-            request = BatchRequest(tuple(digests)).encode()
-            if peer is None or not self.network.send(peer, request):
-                self.network.broadcast(request)
+            self._send_or_broadcast(peer, BatchRequest(tuple(digests)).encode())
 
     async def _intake(self, txs: list[tuple[bytes, asyncio.Future]],
                       batches: list[bytes]) -> None:
@@ -758,5 +759,4 @@ def run_node(home: str) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without
         log.warning("uvloop not available; using the default asyncio loop")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    tune_gc()
     return asyncio.run(_run(cfg, genesis))

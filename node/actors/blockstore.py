@@ -16,7 +16,6 @@ import msgpack
 from consensus.types import Block, BlockHeader, CommitCertificate
 from crypto.hashing import merkle_proof
 from node.actors.consensus_host import decode_evidence, is_batch_digest
-from node.runtime import tune_gc
 from node.stores import open_storage
 from node.tx import decode_batch
 from node.wire import decode_block, decode_certificate
@@ -51,7 +50,6 @@ _SYNC_ITEM_OVERHEAD = 16  # msgpack headers of one item, generously
 
 class BlockStore:
     def __init__(self, data_dir: str, map_size: int) -> None:
-        tune_gc()
         self.storage = open_storage(data_dir, map_size=map_size)
 
     def latest(self) -> list:

@@ -66,7 +66,7 @@ from consensus.safety import SafetyRules, SafetyState
 from consensus.types import CONSENSUS_MESSAGES, Block, DuplicateVoteEvidence, Proposal, Vote
 from consensus.validators import Validator, ValidatorSet
 from crypto import load_private_key, sha256
-from node.runtime import placement, tune_gc
+from node.runtime import placement
 from node.storage import LmdbSafetyStore
 from node.stores import open_storage
 from node.wire import decode_block, decode_certificate
@@ -112,7 +112,6 @@ class ConsensusHost:
                  max_block_batches: int, map_size: int, genesis_app_hash: bytes,
                  block_interval_ms: int = 0, empty_block_interval_ms: int = 500,
                  byzantine: str = "", max_block_txs: int = 0) -> None:
-        tune_gc()
         if byzantine not in ("", "equivocate", "silent"):
             raise ValueError(f"unknown byzantine mode {byzantine!r}")
         self.chain_id = chain_id

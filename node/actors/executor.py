@@ -27,7 +27,6 @@ from node.apps import (
     decode_block_txs,
     make_app,
 )
-from node.runtime import tune_gc
 from node.storage import StoredAppState
 from node.stores import open_storage
 from node.tx import PROTOCOL_MAX_TX_BYTES, decode_batch
@@ -44,7 +43,6 @@ class AppHashMismatch(Exception):
 class Executor:
     def __init__(self, data_dir: str, chain_id: str, app: str, allocations: dict[str, int],
                  map_size: int, sync: bool = True) -> None:
-        tune_gc()
         self.chain_id = chain_id
         self.storage = open_storage(data_dir, map_size=map_size, sync=sync)
         height = self.storage.latest_height()

@@ -39,7 +39,7 @@ import msgpack
 from consensus.codec import CodecError
 from crypto import sha256, verifier_backend
 from node.actors.verifier_pool import VerifierPool, VerifierWorker
-from node.runtime import offload, placement, tune_gc
+from node.runtime import offload, placement
 from node.tx import PROTOCOL_MAX_TX_BYTES, Batch, Tx, decode_batch, decode_tx, tx_sign_items
 
 # How many committed tx hashes and batch digests are remembered to refuse replays.
@@ -111,7 +111,6 @@ class Mempool:
 
     def __init__(self, chain_id: str, app: str, limits: MempoolLimits = MempoolLimits(),
                  verifiers: Sequence[Any] | None = None) -> None:
-        tune_gc()
         self.chain_id = chain_id
         self.app = app
         self.limits = limits

@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 
 from crypto import verifier_backend, verify_batch
-from node.runtime import offload, placement, tune_gc
+from node.runtime import offload, placement
 
 # Below this many signatures a split costs more in actor calls than it saves.
 _MIN_SPLIT = 512
@@ -24,7 +24,6 @@ _MIN_SPLIT = 512
 
 class VerifierWorker:
     def __init__(self, threads: int | None = None) -> None:
-        tune_gc()
         self.threads = threads
         self.verified = 0
         self.busy_s = 0.0
