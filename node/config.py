@@ -374,10 +374,19 @@ class RaySection:
         "executor, block store and verifiers stay Ray actors. false: a Ray actor, like "
         "the others.",
     )
+    mempool_in_supervisor: bool = setting(
+        True,
+        "Host the mempool in the supervisor's process instead of a Ray actor of its own; "
+        "its rounds (decode, admit, seal) run on a worker thread there and it still calls "
+        "the verifier actors. It is on every transaction's path twice (the receiving "
+        "node's round and each peer's), and on the commit path (get_batches, committed): "
+        "three Ray hops and process wake-ups less per round or block. false: a Ray actor, "
+        "which mempool_resources can place on another raylet.",
+    )
     mempool_resources: dict[str, float] = setting(
         {},
         'Custom Ray resources the mempool actor requires, e.g. { mempool_host = 1 }, to '
-        "place it on another raylet.",
+        "place it on another raylet (with mempool_in_supervisor = false).",
         check=_check_resources,
     )
     verifier_resources: dict[str, float] = setting(
@@ -487,6 +496,12 @@ class NodeConfig:
                 f"empty_block_interval_ms = {c.empty_block_interval_ms} must stay below "
                 f"timeout_propose_ms = {c.timeout_propose_ms}: the other validators would give "
                 "up on a proposer that is only pacing"
+            )
+        if self.ray.mempool_in_supervisor and self.ray.mempool_resources:
+            raise ConfigError(
+                "[ray] mempool_resources places the mempool actor on a raylet, but "
+                "mempool_in_supervisor = true hosts it in the supervisor: set "
+                "mempool_in_supervisor = false to use mempool_resources"
             )
         if self.p2p.listen == self.rpc.listen and not self.p2p.listen.endswith(":0"):
             raise ConfigError(f"[p2p] listen and [rpc] listen are both {self.p2p.listen}")

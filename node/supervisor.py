@@ -8,9 +8,11 @@
 
 The actors (Mempool, ConsensusHost, Executor, BlockStore, VerifierWorker×K)
 are plain classes hosted by `node.runtime`: Ray actors by default, or objects
-in this process. On Ray the ConsensusHost is hosted in this process unless
-`[ray] consensus_in_supervisor` is false: its calls are the most frequent and
-sit on every height's critical path, and its work is light. Every path that
+in this process. On Ray the ConsensusHost and the Mempool are hosted in this
+process unless `[ray] consensus_in_supervisor` / `mempool_in_supervisor` is
+false: the engine's calls are the most frequent and sit on every height's
+critical path, and the mempool's sit on every tx's path (the hosted mempool
+still calls the verifier actors). Every path that
 crosses an actor boundary is batched: the consensus pump hands the ConsensusHost
 every input that arrived since its last call, the intake loop hands the mempool
 every tx and peer batch that arrived within one batch timeout (one call, one
@@ -154,8 +156,17 @@ class Node:
         self.verifier_workers = workers = [rt.spawn(f"verifier-{ns}-{i}", VerifierWorker,
                             resources=cfg.ray.verifier_resources or None)
                    for i in range(cfg.ray.verifier_actors)] if rt.kind == "ray" else []
+        # The engine's calls are many, small and on every height's critical path, and the
+        # mempool's are on every tx's path: on Ray both are hosted here by default ([ray]
+        # consensus_in_supervisor, mempool_in_supervisor), as under the in-process
+        # runtime. The hosted mempool still calls the verifier actors.
+        local_rt = InProcessRuntime(self.metrics.observe_call)
+        if rt.kind == "ray" and (cfg.ray.consensus_in_supervisor
+                                 or cfg.ray.mempool_in_supervisor):
+            self._local_runtime = local_rt
         m = cfg.mempool
-        self.mempool = rt.spawn(
+        mempool_rt = local_rt if rt.kind == "ray" and cfg.ray.mempool_in_supervisor else rt
+        self.mempool = mempool_rt.spawn(
             f"mempool-{ns}", Mempool, self.chain_id, genesis.app,
             MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
                           batch_max_txs=m.batch_max_txs, batch_max_bytes=m.batch_max_bytes,
@@ -166,12 +177,7 @@ class Node:
                                  genesis.app, dict(genesis.allocations), map_size)
         self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)
         c = cfg.consensus
-        # The engine's calls are many, small and on every height's critical path: on Ray
-        # it is hosted here by default ([ray] consensus_in_supervisor), inline on this
-        # event loop as under the in-process runtime.
-        host_rt: Runtime = rt
-        if rt.kind == "ray" and cfg.ray.consensus_in_supervisor:
-            host_rt = self._local_runtime = InProcessRuntime(self.metrics.observe_call)
+        host_rt = local_rt if rt.kind == "ray" and cfg.ray.consensus_in_supervisor else rt
         timeouts = dict(timeout_propose_ms=c.timeout_propose_ms,
                         timeout_prevote_ms=c.timeout_prevote_ms,
                         timeout_precommit_ms=c.timeout_precommit_ms,

@@ -1,7 +1,8 @@
 """Placement across machines, tested on one machine with Ray's multi-node test
 cluster (several raylets on one host): a node's verifier pool and mempool are
 pinned to another raylet through custom resources, and the node still commits.
-And where the consensus engine runs: in the supervisor's process or a Ray actor."""
+And where the consensus engine and the mempool run: in the supervisor's process or in
+Ray actors of their own."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
         def pin(cfg: NodeConfig) -> None:
             cfg.ray.address = cluster.address
             cfg.ray.verifier_resources = {"bftnode_workers": 1}
+            cfg.ray.mempool_in_supervisor = False   # a Ray actor, to be placed
             cfg.ray.mempool_resources = {"bftnode_workers": 1}
 
         cfg, genesis = one_validator(tmp_path, pin)
@@ -83,15 +85,21 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
         cluster.shutdown()
 
 
-@pytest.mark.parametrize("in_supervisor", [True, False])
-def test_consensus_host_placement(tmp_path: Path, in_supervisor: bool) -> None:
-    """`[ray] consensus_in_supervisor` hosts the engine in the supervisor's process (the
-    default) or in a Ray actor of its own; the node commits either way."""
+@pytest.mark.parametrize("consensus_here,mempool_here",
+                         [(True, True), (True, False), (False, True), (False, False)])
+def test_supervisor_hosted_actors(tmp_path: Path, consensus_here: bool,
+                                  mempool_here: bool) -> None:
+    """`[ray] consensus_in_supervisor` and `mempool_in_supervisor` host the engine and the
+    mempool in the supervisor's process (the defaults) or in Ray actors of their own; the
+    node commits either way, and a hosted mempool still verifies through the verifier
+    actors."""
     pytest.importorskip("ray")
 
     def place(cfg: NodeConfig) -> None:
         assert cfg.ray.consensus_in_supervisor, "the default hosts consensus in the supervisor"
-        cfg.ray.consensus_in_supervisor = in_supervisor
+        assert cfg.ray.mempool_in_supervisor, "the default hosts the mempool in the supervisor"
+        cfg.ray.consensus_in_supervisor = consensus_here
+        cfg.ray.mempool_in_supervisor = mempool_here
 
     cfg, genesis = one_validator(tmp_path, place)
 
@@ -99,16 +107,24 @@ def test_consensus_host_placement(tmp_path: Path, in_supervisor: bool) -> None:
         node = Node(cfg, genesis)
         await node.start()
         try:
-            where = await node.consensus.call("where")
-            assert (where["pid"] == os.getpid()) is in_supervisor, where
-            # The other actors stay Ray actors in their own processes, with the
-            # collector thresholds every actor sets (node.runtime.tune_gc).
+            here = os.getpid()
+            consensus_where = await node.consensus.call("where")
             mempool_where = await node.mempool.call("where")
-            assert mempool_where["pid"] != os.getpid()
+            assert (consensus_where["pid"] == here) is consensus_here, consensus_where
+            assert (mempool_where["pid"] == here) is mempool_here, mempool_where
+            # The verifiers stay Ray actors in their own processes, with the collector
+            # thresholds every node process sets (node.runtime.tune_gc).
+            for ref in node.verifier_workers:
+                where = await ref.call("where")
+                assert where["pid"] != here, (ref.name, where)
+                assert where["gc_threshold"] == list(GC_THRESHOLDS)
+            assert consensus_where["gc_threshold"] == list(GC_THRESHOLDS)
             assert mempool_where["gc_threshold"] == list(GC_THRESHOLDS)
-            assert where["gc_threshold"] == list(GC_THRESHOLDS)
             result = await commit_one_tx(node, genesis.chain_id)
             assert (await node.status())["height"] >= result["height"]
+            # The tx's signature was checked by the verifier actor, wherever the mempool is.
+            verified, _busy = await node.verifier_workers[0].call("stats")
+            assert verified >= 1
         finally:
             await node.stop()
 

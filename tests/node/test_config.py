@@ -111,6 +111,8 @@ def test_shipped_templates_match_the_code():
     ({"ray": {"address": "auto"}}, ["[ray] address"]),
     ({"ray": {"verifier_actors": -1}}, ["[ray] verifier_actors"]),
     ({"ray": {"mempool_resources": {"x": -1}}}, ["[ray] mempool_resources", ">= 0"]),
+    ({"ray": {"mempool_resources": {"x": 1}}},
+     ["[ray] mempool_resources", "mempool_in_supervisor = false"]),
     ({"ray": {"include_dashboard": 1}}, ["true or false"]),
     ({"storage": {"map_size_mb": 0}}, ["[storage] map_size_mb"]),
     ({"p2p": {"listen": "127.0.0.1:5000"}, "rpc": {"listen": "127.0.0.1:5000"}},
