@@ -329,9 +329,19 @@ def _reap() -> None:
 
 
 def running_pid(node: LocalnetNode) -> int | None:
-    """The node's supervisor pid if it is alive and still that node (not a reused pid)."""
+    """The node's supervisor pid if it is alive and still that node (not a reused pid).
+
+    A node this process spawned is its child: until `_reap` collects its exit status
+    the pid cannot be reused, so the child's own status answers, exactly. /proc is
+    asked only about nodes started by another process (a pid read from the localnet
+    file), which must still be alive and carry the node's home in their command line.
+    """
     _reap()
-    if node.pid is None or not procs.is_alive(node.pid):
+    if node.pid is None:
+        return None
+    if node.pid in _SPAWNED:
+        return node.pid
+    if not procs.is_alive(node.pid):
         return None
     return node.pid if node.home in procs.cmdline(node.pid) else None
 

@@ -10,6 +10,7 @@ still ties to its node.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -307,3 +308,37 @@ def test_up_reports_nodes_that_fail_and_stops_the_rest(tmp_path):
     assert "did not answer GET /v1/status" in info.value.details
     net = localnet.Localnet.load(tmp_path / "ln")
     assert _marked_anywhere(net) == {}
+
+
+def test_running_pid_trusts_its_own_children_and_checks_others(tmp_path, monkeypatch):
+    """A node this process spawned is judged by its child status (its pid cannot be
+    reused before it is reaped); one known only by a saved pid by /proc, which must show
+    the node's home in the command line."""
+    net = localnet.generate(tmp_path / "ln", 1, runtime="inprocess")
+    node = net.nodes[0]
+    proc = localnet.spawn(node, lambda home: [sys.executable, "-c",
+                                              "import time; time.sleep(60)", "--home", home])
+    try:
+        assert localnet.running_pid(node) == proc.pid
+        # Whatever /proc says of a child that has not exited: it is running.
+        monkeypatch.setattr(procs, "cmdline", lambda pid: [])
+        monkeypatch.setattr(procs, "is_alive", lambda pid: False)
+        assert localnet.running_pid(node) == proc.pid
+        monkeypatch.undo()
+        # The same pid as another process knows it (read from the localnet file).
+        stranger = dataclasses.replace(node, home=str(tmp_path / "elsewhere"))
+        localnet._SPAWNED.pop(proc.pid)
+        try:
+            assert localnet.running_pid(node) == proc.pid          # alive, its home
+            assert localnet.running_pid(stranger) is None          # alive, not that node
+        finally:
+            localnet._SPAWNED[proc.pid] = proc
+        proc.kill()
+        proc.wait()
+        assert localnet.running_pid(node) is None                  # exited
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        localnet._SPAWNED.pop(proc.pid, None)
+
