@@ -160,12 +160,10 @@ class Node:
         # mempool's are on every tx's path: on Ray both are hosted here by default ([ray]
         # consensus_in_supervisor, mempool_in_supervisor), as under the in-process
         # runtime. The hosted mempool still calls the verifier actors.
-        local_rt = InProcessRuntime(self.metrics.observe_call)
-        if rt.kind == "ray" and (cfg.ray.consensus_in_supervisor
-                                 or cfg.ray.mempool_in_supervisor):
-            self._local_runtime = local_rt
+        self._local_runtime = local_rt = (
+            InProcessRuntime(self.metrics.observe_call) if rt.kind == "ray" else None)
         m = cfg.mempool
-        mempool_rt = local_rt if rt.kind == "ray" and cfg.ray.mempool_in_supervisor else rt
+        mempool_rt = local_rt if local_rt is not None and cfg.ray.mempool_in_supervisor else rt
         self.mempool = mempool_rt.spawn(
             f"mempool-{ns}", Mempool, self.chain_id, genesis.app,
             MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
@@ -177,7 +175,7 @@ class Node:
                                  genesis.app, dict(genesis.allocations), map_size)
         self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)
         c = cfg.consensus
-        host_rt = local_rt if rt.kind == "ray" and cfg.ray.consensus_in_supervisor else rt
+        host_rt = local_rt if local_rt is not None and cfg.ray.consensus_in_supervisor else rt
         timeouts = dict(timeout_propose_ms=c.timeout_propose_ms,
                         timeout_prevote_ms=c.timeout_prevote_ms,
                         timeout_precommit_ms=c.timeout_precommit_ms,
