@@ -202,6 +202,36 @@ def _usual_shape(obj: list[Any]) -> bool:
             and _CONTAINERS.isdisjoint(map(type, obj[1:5])) and type(obj[6]) not in _CONTAINERS)
 
 
+_OP_SCALARS = frozenset((bytes, str, int))
+_new_object = object.__new__
+
+
+def _usual_tx(obj: list[Any]) -> Tx | None:
+    """The validated Tx of a decoded tx of the shape every wallet sends (six scalar fields
+    of the right types, an op of 1-3 scalars), or None: then the general path decides.
+
+    Every node decodes every tx twice (admission, execution), so this skips the generic
+    steps (`_usual_shape`, `Registry.from_obj`, `Tx.from_fields`) where their checks
+    hold by construction: the same Tx, or `Tx.validate`'s same CodecError."""
+    if len(obj) != 7:
+        return None
+    _, chain_id, app, sender, nonce, op, signature = obj
+    if (type(chain_id) is not str or type(app) is not str or type(sender) is not bytes
+            or type(nonce) is not int or type(signature) is not bytes
+            or type(op) is not list or not 1 <= len(op) <= 3):
+        return None
+    for value in op:
+        if type(value) not in _OP_SCALARS:
+            return None
+    # Tx(...) would spend more than validate() does on the frozen dataclass's per-field
+    # object.__setattr__; the fields are final here, so fill the instance dict at once.
+    tx = _new_object(Tx)
+    tx.__dict__.update(chain_id=chain_id, app=app, sender=sender, nonce=nonce,
+                       op=tuple(op), signature=signature)
+    tx.validate()
+    return tx
+
+
 def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
     """Decode and validate one client- or peer-supplied transaction.
 
@@ -219,10 +249,12 @@ def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
     obj = unpack(data, limits, walk_depth=False)
     if type(obj) is not list or not obj or obj[0] != TX_TAG or type(obj[0]) is not int:
         raise CodecError(f"not a transaction: expected an array starting with type tag {TX_TAG}")
-    if not _usual_shape(obj):
-        check_depth(obj, limits.max_depth)   # refused with the depth error where it applies
-    tx = TX_MESSAGES.from_obj(obj)
-    assert isinstance(tx, Tx)
+    tx = _usual_tx(obj)
+    if tx is None:
+        if not _usual_shape(obj):
+            check_depth(obj, limits.max_depth)   # refused with the depth error where it applies
+        tx = TX_MESSAGES.from_obj(obj)
+        assert isinstance(tx, Tx)
     # Canonical iff re-encoding gives the same bytes. `obj` has exactly Tx.encode's
     # structure here (from_fields took its six fields), so encoding it is the same test.
     if pack(obj) != data:
@@ -235,15 +267,31 @@ def tx_hash(data: bytes) -> bytes:
     return sha256(data)
 
 
-def tx_sign_items(txs: Sequence[Tx], chain_id: str | None = None
+# sign_bytes of a tx straight from its canonical encoding: ``pack([TX_TAG, chain_id, app,
+# sender, nonce, op, signature])`` is 0x97 (array of 7), 0x40 (the tag), the five signed
+# fields, then the 64-byte signature as bin 8 (0xc4 0x40 + 64 bytes); the signed message
+# packs the same five fields as an array of 5 (0x95).
+_SIGN_PREFIX = TX_DOMAIN + b"\x00\x95"
+_SIGNATURE_TAIL = 2 + SIGNATURE_BYTES
+
+
+def tx_sign_items(txs: Sequence[Tx], chain_id: str | None = None,
+                  raws: Sequence[bytes] | None = None
                   ) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """(public keys, messages, signatures) for one `crypto.verify_batch` call.
 
     With `chain_id` the messages are built for that chain whatever each tx
-    claims, so a tx signed for another chain fails verification.
+    claims, so a tx signed for another chain fails verification. `raws`, when
+    given, are the txs' encodings as `decode_tx` accepted them (canonical): the
+    messages are then cut from them instead of re-encoded (same bytes).
     """
     pks = [tx.sender for tx in txs]
-    msgs = [tx.sign_bytes(chain_id) for tx in txs]
+    if raws is None:
+        msgs = [tx.sign_bytes(chain_id) for tx in txs]
+    else:
+        msgs = [_SIGN_PREFIX + raw[2:-_SIGNATURE_TAIL]
+                if chain_id is None or tx.chain_id == chain_id else tx.sign_bytes(chain_id)
+                for tx, raw in zip(txs, raws, strict=True)]
     sigs = [tx.signature for tx in txs]
     return pks, msgs, sigs
 

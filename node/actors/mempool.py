@@ -210,7 +210,7 @@ class Mempool:
         self._prepared[ticket] = keep
         self._reserved_txs += len(keep)
         self._reserved_bytes += sum(len(raw) for _, raw, _ in keep)
-        pks, msgs, sigs = tx_sign_items([t for _, _, t in keep])
+        pks, msgs, sigs = tx_sign_items([t for _, _, t in keep], raws=[r for _, r, _ in keep])
         self.stats["rejected"] += len(rejected)
         return [ticket, [pks, msgs, sigs], rejected]
 
@@ -319,7 +319,8 @@ class Mempool:
             except CodecError as exc:
                 return batch, hashes, digest, None, f"batch tx {i} is malformed: {exc}"
             txs.append(tx)
-        return batch, hashes, digest, list(tx_sign_items(txs, self.chain_id)), None
+        return (batch, hashes, digest, list(tx_sign_items(txs, self.chain_id, batch.txs)),
+                None)
 
     def _register_batch(self, encoded: bytes, decoded: tuple) -> list:
         """`prepare_batch`'s answer for a decoded batch: known, refused, or a ticket."""

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consensus.codec import CodecError, pack
+from consensus.codec import CodecError, pack, unpack
 from crypto import PrivateKey, sha256, verify_batch
 from crypto.hashing import merkle_proof, merkle_root, verify_merkle_proof
 from node.tx import (
     DEFAULT_MAX_TX_BYTES,
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
+    TX_MESSAGES,
     TX_TAG,
     Batch,
     Tx,
     decode_batch,
     decode_tx,
     tx_hash,
+    tx_limits,
     tx_sign_items,
     verify_txs,
 )
@@ -216,3 +220,64 @@ def test_hypothesis_decode_tx_raises_only_codec_error() -> None:
         assert tx.encode() == encoded
 
     check()
+
+
+def _general_decode(data: bytes) -> Tx:
+    """decode_tx without its fast path (`_usual_tx`): the generic steps only."""
+    limits = tx_limits(DEFAULT_MAX_TX_BYTES)
+    obj = unpack(data, limits)
+    tx = TX_MESSAGES.from_obj(obj)
+    if pack(obj) != data:
+        raise CodecError("tx is not canonically encoded")
+    return tx  # type: ignore[return-value]
+
+
+def _outcome(decode: Callable[[bytes], Tx], data: bytes) -> object:
+    try:
+        tx = decode(data)
+    except CodecError as exc:
+        return ("refused", str(exc))
+    return ("tx", tx, dict(vars(tx)), hash(tx))
+
+
+def test_hypothesis_the_fast_path_decodes_exactly_as_the_general_one() -> None:
+    """Wallet-shaped txs take `_usual_tx`; for every field value the answer (the Tx, or
+    the error text) is the general path's."""
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+                        st.binary(max_size=70), st.text(max_size=40),
+                        st.sampled_from(["set", "del", "transfer", "kvstore", "bank"]))
+    ops = st.lists(scalars, max_size=4)
+    seeds = [good_fields(), make_tx(("del", b"k")).to_fields(),
+             make_tx(("transfer", TO, 3), app="bank").to_fields(),
+             make_tx(("transfer", TO.hex(), 3), app="bank").to_fields()]
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.integers(0, 3), st.integers(0, 5), st.one_of(scalars, ops), ops)
+    def check(which: int, index: int, value: object, op: list) -> None:
+        for fields in (list(seeds[which]), list(seeds[which])):
+            fields[index] = value
+            encoded = pack([TX_TAG, *fields])
+            assert _outcome(decode_tx, encoded) == _outcome(_general_decode, encoded)
+            fields[4] = op
+            encoded = pack([TX_TAG, *fields])
+            assert _outcome(decode_tx, encoded) == _outcome(_general_decode, encoded)
+
+    check()
+    for fields in seeds:
+        tx = decode_tx(pack([TX_TAG, *fields]))
+        assert _outcome(decode_tx, tx.encode())[0] == "tx"
+        assert tx == Tx.from_fields(fields) and type(tx.op) is tuple
+
+
+def test_sign_items_cut_from_the_encoding_equal_the_re_encoded_ones() -> None:
+    txs = [make_tx(), make_tx(("del", b"k" * MAX_KEY_BYTES), nonce=2**63 - 1),
+           make_tx(("set", b"k", b"v" * MAX_VALUE_BYTES), chain="c" * 64),
+           make_tx(("transfer", TO, 2**40), app="bank", nonce=70_000),
+           make_tx(("transfer", TO.hex(), 1), app="bank", chain="chain-b", key=OTHER)]
+    raws = [decode_tx(tx.encode(), 2 * MAX_VALUE_BYTES).encode() for tx in txs]
+    for chain in (None, "chain-a", "chain-b"):
+        cut = tx_sign_items(txs, chain, raws)
+        assert cut == tx_sign_items(txs, chain)
+    # A tx of another chain is checked as this chain's: its message is re-encoded.
+    assert tx_sign_items(txs, "chain-a", raws)[1][4] == txs[4].sign_bytes("chain-a")
+    assert verify_batch(*tx_sign_items(txs, None, raws)) == [True] * 5
