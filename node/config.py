@@ -370,9 +370,8 @@ class RaySection:
         "Host the consensus engine (ConsensusHost) in the supervisor's process instead of "
         "a Ray actor of its own. Its calls are many, small and on the critical path of "
         "every height (proposal, votes, commit), and each Ray call costs about a "
-        "millisecond of CPU and a process wake-up; its own work is light. The mempool, "
-        "executor, block store and verifiers stay Ray actors. false: a Ray actor, like "
-        "the others.",
+        "millisecond of CPU and a process wake-up; its own work is light. false: a Ray "
+        "actor of its own.",
     )
     mempool_in_supervisor: bool = setting(
         True,
@@ -382,6 +381,15 @@ class RaySection:
         "node's round and each peer's), and on the commit path (get_batches, committed): "
         "three Ray hops and process wake-ups less per round or block. false: a Ray actor, "
         "which mempool_resources can place on another raylet.",
+    )
+    executor_in_supervisor: bool = setting(
+        True,
+        "Host the Executor in the supervisor's process instead of a Ray actor of its "
+        "own; each block executes on a worker thread there. It is on every block's "
+        "critical path (the next proposal waits for its app hash), and each Ray call "
+        "costs a millisecond or more of CPU on each side plus a process wake-up, per "
+        "block. It then shares the supervisor's GIL with the HTTP API and the mempool. "
+        "false: a Ray actor, like the block store and the verifiers.",
     )
     mempool_resources: dict[str, float] = setting(
         {},

@@ -92,7 +92,7 @@ LOCALNET_PRESET: dict[str, dict[str, Any]] = {
     "mempool": {"max_txs": 100_000, "max_bytes": 64 * 1024 * 1024},
     "consensus": {"timeout_propose_ms": 1000, "timeout_prevote_ms": 500,
                   "timeout_precommit_ms": 500, "timeout_delta_ms": 500},
-    "ray": {"verifier_actors": 1, "include_dashboard": False},
+    "ray": {"verifier_actors": 0, "include_dashboard": False},
     "storage": {"map_size_mb": 256},
 }
 

@@ -8,11 +8,12 @@
 
 The actors (Mempool, ConsensusHost, Executor, BlockStore, VerifierWorker×K)
 are plain classes hosted by `node.runtime`: Ray actors by default, or objects
-in this process. On Ray the ConsensusHost and the Mempool are hosted in this
-process unless `[ray] consensus_in_supervisor` / `mempool_in_supervisor` is
-false: the engine's calls are the most frequent and sit on every height's
-critical path, and the mempool's sit on every tx's path (the hosted mempool
-still calls the verifier actors). Every path that
+in this process. On Ray the ConsensusHost, the Mempool and the Executor are
+hosted in this process unless `[ray] consensus_in_supervisor` /
+`mempool_in_supervisor` / `executor_in_supervisor` is false: the engine's calls
+are the most frequent and sit on every height's critical path, the mempool's
+sit on every tx's path (the hosted mempool still calls the verifier actors, if
+any), and the executor's on every block's. Every path that
 crosses an actor boundary is batched: the consensus pump hands the ConsensusHost
 every input that arrived since its last call, the intake loop hands the mempool
 every tx and peer batch that arrived within one batch timeout (one call, one
@@ -156,9 +157,10 @@ class Node:
         self.verifier_workers = workers = [rt.spawn(f"verifier-{ns}-{i}", VerifierWorker,
                             resources=cfg.ray.verifier_resources or None)
                    for i in range(cfg.ray.verifier_actors)] if rt.kind == "ray" else []
-        # The engine's calls are many, small and on every height's critical path, and the
-        # mempool's are on every tx's path: on Ray both are hosted here by default ([ray]
-        # consensus_in_supervisor, mempool_in_supervisor), as under the in-process
+        # The engine's calls are many, small and on every height's critical path, the
+        # mempool's are on every tx's path and the executor's on every block's: on Ray
+        # all three are hosted here by default ([ray] consensus_in_supervisor,
+        # mempool_in_supervisor, executor_in_supervisor), as under the in-process
         # runtime. The hosted mempool still calls the verifier actors.
         self._local_runtime = local_rt = (
             InProcessRuntime(self.metrics.observe_call) if rt.kind == "ray" else None)
@@ -171,8 +173,9 @@ class Node:
                           max_batch_bytes=cfg.p2p.max_frame_bytes),
             [w.handle for w in workers],
             resources=cfg.ray.mempool_resources or None)
-        self.executor = rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
-                                 genesis.app, dict(genesis.allocations), map_size)
+        executor_rt = local_rt if local_rt is not None and cfg.ray.executor_in_supervisor else rt
+        self.executor = executor_rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
+                                          genesis.app, dict(genesis.allocations), map_size)
         self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)
         c = cfg.consensus
         host_rt = local_rt if local_rt is not None and cfg.ray.consensus_in_supervisor else rt

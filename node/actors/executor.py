@@ -27,6 +27,7 @@ from node.apps import (
     decode_block_txs,
     make_app,
 )
+from node.runtime import offload, placement
 from node.storage import StoredAppState
 from node.stores import open_storage
 from node.tx import PROTOCOL_MAX_TX_BYTES, decode_batch
@@ -53,6 +54,7 @@ class Executor:
         """[last committed height, app hash after it]."""
         return [self.app.height, self.app.app_hash()]
 
+    @offload
     def execute(self, packed: bytes) -> bytes:
         """Apply and store one block.
 
@@ -119,6 +121,10 @@ class Executor:
             raise
         self.app.commit()
         return msgpack.packb([height, app_hash, hashes, codes, nonces])
+
+    def where(self) -> dict[str, object]:
+        """Placement of this actor (pid, Ray node id), for operators and tests."""
+        return placement()
 
     def close(self) -> None:
         pass

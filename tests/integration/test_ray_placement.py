@@ -1,8 +1,8 @@
 """Placement across machines, tested on one machine with Ray's multi-node test
 cluster (several raylets on one host): a node's verifier pool and mempool are
 pinned to another raylet through custom resources, and the node still commits.
-And where the consensus engine and the mempool run: in the supervisor's process or in
-Ray actors of their own."""
+And where the consensus engine, the mempool and the executor run: in the supervisor's
+process or in Ray actors of their own."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
 
         def pin(cfg: NodeConfig) -> None:
             cfg.ray.address = cluster.address
+            cfg.ray.verifier_actors = 1   # the node default (the localnet preset has none)
             cfg.ray.verifier_resources = {"bftnode_workers": 1}
             cfg.ray.mempool_in_supervisor = False   # a Ray actor, to be placed
             cfg.ray.mempool_resources = {"bftnode_workers": 1}
@@ -85,21 +86,25 @@ def test_verifier_and_mempool_on_another_raylet(tmp_path: Path) -> None:
         cluster.shutdown()
 
 
-@pytest.mark.parametrize("consensus_here,mempool_here",
-                         [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("consensus_here,mempool_here,executor_here",
+                         [(True, True, True), (True, False, False), (False, True, False),
+                          (False, False, True)])
 def test_supervisor_hosted_actors(tmp_path: Path, consensus_here: bool,
-                                  mempool_here: bool) -> None:
-    """`[ray] consensus_in_supervisor` and `mempool_in_supervisor` host the engine and the
-    mempool in the supervisor's process (the defaults) or in Ray actors of their own; the
-    node commits either way, and a hosted mempool still verifies through the verifier
-    actors."""
+                                  mempool_here: bool, executor_here: bool) -> None:
+    """`[ray] consensus_in_supervisor`, `mempool_in_supervisor` and
+    `executor_in_supervisor` host the engine, the mempool and the executor in the
+    supervisor's process (the defaults) or in Ray actors of their own; the node commits
+    either way, and a hosted mempool still verifies through the verifier actors."""
     pytest.importorskip("ray")
 
     def place(cfg: NodeConfig) -> None:
         assert cfg.ray.consensus_in_supervisor, "the default hosts consensus in the supervisor"
         assert cfg.ray.mempool_in_supervisor, "the default hosts the mempool in the supervisor"
+        assert cfg.ray.executor_in_supervisor, "the default hosts the executor in the supervisor"
+        cfg.ray.verifier_actors = 1   # the node default (the localnet preset has none)
         cfg.ray.consensus_in_supervisor = consensus_here
         cfg.ray.mempool_in_supervisor = mempool_here
+        cfg.ray.executor_in_supervisor = executor_here
 
     cfg, genesis = one_validator(tmp_path, place)
 
@@ -112,6 +117,8 @@ def test_supervisor_hosted_actors(tmp_path: Path, consensus_here: bool,
             mempool_where = await node.mempool.call("where")
             assert (consensus_where["pid"] == here) is consensus_here, consensus_where
             assert (mempool_where["pid"] == here) is mempool_here, mempool_where
+            executor_where = await node.executor.call("where")
+            assert (executor_where["pid"] == here) is executor_here, executor_where
             # The verifiers stay Ray actors in their own processes, with the collector
             # thresholds every node process sets (node.runtime.tune_gc).
             for ref in node.verifier_workers:
@@ -120,6 +127,7 @@ def test_supervisor_hosted_actors(tmp_path: Path, consensus_here: bool,
                 assert where["gc_threshold"] == list(GC_THRESHOLDS)
             assert consensus_where["gc_threshold"] == list(GC_THRESHOLDS)
             assert mempool_where["gc_threshold"] == list(GC_THRESHOLDS)
+            assert executor_where["gc_threshold"] == list(GC_THRESHOLDS)
             result = await commit_one_tx(node, genesis.chain_id)
             assert (await node.status())["height"] >= result["height"]
             # The tx's signature was checked by the verifier actor, wherever the mempool is.
