@@ -71,6 +71,13 @@ _ADMISSION_MAX = 4096          # txs per admission call
 _INTAKE_NOW_TXS = 64           # txs waiting that start an intake round without more delay
 _NOTICE_DELAY_S = 0.02        # longest a new-batch notice waits to share a consensus call
 _REMOTE_BATCHES_PER_CALL = 64  # peer batches verified and stored per round of actor calls
+# Peers' batches queued for intake. A batch dropped here is fetched back only when a
+# proposal names it, and meanwhile this node may propose its origin's *later* batches:
+# a wallet's next nonce ahead of the dropped one, which then fails. So the bound is
+# generous in count (under overload rounds are slow and small batches pile up) and
+# firm in bytes.
+_REMOTE_BATCHES_QUEUED = 8192
+_REMOTE_BATCH_BYTES_QUEUED = 256 * 1024 * 1024
 _EVENT_QUEUE = 1024            # events buffered per /v1/events subscriber
 
 
@@ -123,7 +130,8 @@ class Node:
         self._admission: deque[tuple[bytes, asyncio.Future]] = deque()
         self._intake_wake = asyncio.Event()    # something arrived
         self._intake_now = asyncio.Event()     # ... that should not wait for company
-        self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(maxsize=256)
+        self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(_REMOTE_BATCHES_QUEUED)
+        self._remote_batch_bytes = 0
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._admitted_at: dict[bytes, float] = {}
@@ -357,11 +365,16 @@ class Node:
         if isinstance(msg, (Proposal, Vote, DuplicateVoteEvidence)):
             self._to_consensus(["msg", payload])
         elif isinstance(msg, BatchGossip):
+            size = len(msg.encoded)
+            if self._remote_batch_bytes + size > _REMOTE_BATCH_BYTES_QUEUED:
+                self.metrics.messages_rejected.labels("batch_queue_full").inc()
+                return
             try:
                 self._remote_batches.put_nowait(msg.encoded)
             except asyncio.QueueFull:
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
                 return
+            self._remote_batch_bytes += size
             self._deferred_fetches.received += 1
             self._intake_wake.set()
             if self._fetching:
@@ -482,6 +495,7 @@ class Node:
                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
                 batches = [self._remote_batches.get_nowait() for _ in range(
                     min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
+                self._remote_batch_bytes -= sum(len(b) for b in batches)
                 await self._intake(txs, batches)
                 self._deferred_fetches.processed += len(batches)
                 self._send_due_fetches()

@@ -249,8 +249,8 @@ def test_send_queue_to_a_peer_is_bounded_and_drops_are_counted(net) -> None:
 
 
 def test_inbound_batches_are_all_accounted_for(net) -> None:
-    # Batches a peer pushes wait in a bounded queue (256) for verification: each one
-    # is either refused after decoding (bad_batch) or dropped from a full queue
+    # Batches a peer pushes wait for verification in a queue bounded in count and bytes:
+    # each one is either refused after decoding (bad_batch) or dropped from a full queue
     # (batch_queue_full), and counted; none is lost silently, none is kept.
     node = net.nodes[2]
     sent = 10_000
