@@ -366,14 +366,11 @@ class Node:
             self._to_consensus(["msg", payload])
         elif isinstance(msg, BatchGossip):
             size = len(msg.encoded)
-            if self._remote_batch_bytes + size > _REMOTE_BATCH_BYTES_QUEUED:
+            if (self._remote_batches.full()
+                    or self._remote_batch_bytes + size > _REMOTE_BATCH_BYTES_QUEUED):
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
                 return
-            try:
-                self._remote_batches.put_nowait(msg.encoded)
-            except asyncio.QueueFull:
-                self.metrics.messages_rejected.labels("batch_queue_full").inc()
-                return
+            self._remote_batches.put_nowait(msg.encoded)
             self._remote_batch_bytes += size
             self._deferred_fetches.received += 1
             self._intake_wake.set()
