@@ -89,6 +89,7 @@ from node.loadgen import (
     drive,
     measure_ceiling,
     prepare_txs,
+    run_client,
 )
 
 DEFAULTS = {"validators": 4, "rate": 1000.0, "duration": 10.0, "tx_size": 200,
@@ -863,7 +864,7 @@ def run(opts: BenchOptions) -> list[dict[str, Any]]:
         runtime = statuses[0].get("runtime") or "unknown"
         asyncio.run(wait_live(opts.rpc))
         for rate in opts.rates:
-            results.append(asyncio.run(bench_once(opts.rpc, validators, rate, opts.duration,
+            results.append(run_client(bench_once(opts.rpc, validators, rate, opts.duration,
                                                   opts.tx_size, runtime, opts.progress)))
     else:
         results = _with_localnet(opts)
@@ -940,7 +941,7 @@ def run_on_localnet(net: Any, opts: BenchOptions) -> list[tuple[dict[str, Any], 
     targets = [n.rpc for n in net.nodes]
     asyncio.run(wait_live(targets))
     probe = localnet_cpu_probe(net)
-    return [asyncio.run(bench_once(targets, len(net.nodes), rate, opts.duration, opts.tx_size,
+    return [run_client(bench_once(targets, len(net.nodes), rate, opts.duration, opts.tx_size,
                                    net.runtime, opts.progress, cpu_probe=probe))
             for rate in opts.rates]
 

@@ -260,13 +260,13 @@ def run_peer(replicas: int, rate: float, duration: float, tx_size: int,
     import pysyncobj
 
     from node.bench import cpu_between, load_figures, run_load
-    from node.loadgen import prepare_txs
+    from node.loadgen import prepare_txs, run_client
 
     count = max(1, round(rate * duration))
     with RaftCluster(replicas) as cluster:
         txs = prepare_txs("pysyncobj-peer", count, rate, replicas, tx_size)
         cpu_before = cluster.cpu()
-        result = asyncio.run(run_load(cluster.http, txs, rate, duration,
+        result = run_client(run_load(cluster.http, txs, rate, duration,
                                       f"raft {rate:g} tx/s", show_progress,
                                       track_blocks=False))
         cpu_after = cluster.cpu()
