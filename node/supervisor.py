@@ -178,14 +178,16 @@ class Node:
             InProcessRuntime(self.metrics.observe_call) if rt.kind == "ray" else None)
         m = cfg.mempool
         mempool_rt = local_rt if local_rt is not None and cfg.ray.mempool_in_supervisor else rt
+        executor_rt = local_rt if local_rt is not None and cfg.ray.executor_in_supervisor else rt
+        # Both in this process (not Ray actors): the executor takes the mempool's decoded txs.
+        share_decoded = mempool_rt is executor_rt and mempool_rt.kind == "inprocess"
         self.mempool = mempool_rt.spawn(
             f"mempool-{ns}", Mempool, self.chain_id, genesis.app,
             MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes, max_tx_bytes=m.max_tx_bytes,
                           batch_max_txs=m.batch_max_txs, batch_max_bytes=m.batch_max_bytes,
                           max_batch_bytes=cfg.p2p.max_frame_bytes),
-            [w.handle for w in workers],
+            [w.handle for w in workers], share_decoded,
             resources=cfg.ray.mempool_resources or None)
-        executor_rt = local_rt if local_rt is not None and cfg.ray.executor_in_supervisor else rt
         self.executor = executor_rt.spawn(f"executor-{ns}", Executor, data_dir, self.chain_id,
                                           genesis.app, dict(genesis.allocations), map_size)
         self.blockstore = rt.spawn(f"blockstore-{ns}", BlockStore, data_dir, map_size)

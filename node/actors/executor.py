@@ -30,7 +30,7 @@ from node.apps import (
 from node.runtime import offload, placement
 from node.storage import StoredAppState
 from node.stores import open_storage
-from node.tx import PROTOCOL_MAX_TX_BYTES, decode_batch
+from node.tx import ADMITTED_TXS, PROTOCOL_MAX_TX_BYTES, decode_batch
 from node.wire import decode_block, decode_certificate
 
 # Codes after which the sender's nonce has moved on (see node.apps).
@@ -96,9 +96,12 @@ class Executor:
         # Each tx is decoded once; a failed signature (verdict 0, from the mempool's
         # batch verification) gives BAD_SIGNATURE without being applied.
         valid_index = [i for i, ok in enumerate(verdicts) if ok]
+        # Decoded already where the mempool shares this process (ADMITTED_TXS).
+        known = ADMITTED_TXS.take(raw_txs)
         decode_codes, decoded = decode_block_txs([raw_txs[i] for i in valid_index],
                                                  chain_id=self.chain_id,
-                                                 max_tx_bytes=PROTOCOL_MAX_TX_BYTES)
+                                                 max_tx_bytes=PROTOCOL_MAX_TX_BYTES,
+                                                 known=[known[i] for i in valid_index])
         applied = self.app.deliver_block(height, [tx for _, tx in decoded])
         codes = [CODE_BAD_SIGNATURE] * len(raw_txs)
         for j, code in enumerate(decode_codes):

@@ -40,7 +40,15 @@ from consensus.codec import CodecError
 from crypto import sha256, verifier_backend
 from node.actors.verifier_pool import VerifierPool, VerifierWorker
 from node.runtime import offload, placement
-from node.tx import PROTOCOL_MAX_TX_BYTES, Batch, Tx, decode_batch, decode_tx, tx_sign_items
+from node.tx import (
+    ADMITTED_TXS,
+    PROTOCOL_MAX_TX_BYTES,
+    Batch,
+    Tx,
+    decode_batch,
+    decode_tx,
+    tx_sign_items,
+)
 
 # How many committed tx hashes and batch digests are remembered to refuse replays.
 _RECENT_COMMITTED = 500_000
@@ -110,10 +118,12 @@ class Mempool:
     CONCURRENCY = 4
 
     def __init__(self, chain_id: str, app: str, limits: MempoolLimits = MempoolLimits(),
-                 verifiers: Sequence[Any] | None = None) -> None:
+                 verifiers: Sequence[Any] | None = None, keep_decoded: bool = False) -> None:
         self.chain_id = chain_id
         self.app = app
         self.limits = limits
+        # The executor runs in this process: leave it the decoded txs (ADMITTED_TXS).
+        self._keep_decoded = keep_decoded
         # Ray handles of the VerifierPool's workers; none: one worker in this process (the
         # in-process runtime, or [ray] verifier_actors = 0).
         self._pool = (VerifierPool.of_ray_actors(verifiers) if verifiers
@@ -167,6 +177,9 @@ class Mempool:
                 continue
             # = Tx.hash(tx): decode_tx accepts only the canonical encoding
             out.append((tx, sha256(raw), None))
+        if self._keep_decoded:
+            ADMITTED_TXS.keep([(raw, tx) for raw, (tx, _h, _r) in zip(txs, out, strict=True)
+                               if tx is not None])
         return out
 
     def _prepare(self, txs: list, decoded: list) -> list:
@@ -319,6 +332,8 @@ class Mempool:
             except CodecError as exc:
                 return batch, hashes, digest, None, f"batch tx {i} is malformed: {exc}"
             txs.append(tx)
+        if self._keep_decoded:
+            ADMITTED_TXS.keep(list(zip(batch.txs, txs, strict=True)))
         return (batch, hashes, digest, list(tx_sign_items(txs, self.chain_id, batch.txs)),
                 None)
 

@@ -252,21 +252,25 @@ def read_u64(data: bytes) -> int:
 
 
 def decode_block_txs(raw_txs: Sequence[bytes], *, chain_id: str,
-                     max_tx_bytes: int = DEFAULT_MAX_TX_BYTES
+                     max_tx_bytes: int = DEFAULT_MAX_TX_BYTES,
+                     known: Sequence[Tx | None] | None = None
                      ) -> tuple[list[int | None], list[tuple[int, Tx]]]:
     """Decode a block's encoded txs once: (codes, [(index, tx)]).
 
     `codes[i]` is MALFORMED or WRONG_CHAIN for entries that cannot execute and None
-    for the decoded ones, which are returned with their position.
+    for the decoded ones, which are returned with their position. `known[i]`, where
+    given and not None, is ``decode_tx(raw_txs[i])`` already done (`DecodedTxs`).
     """
     codes: list[int | None] = [None] * len(raw_txs)
     decoded: list[tuple[int, Tx]] = []
     for i, raw in enumerate(raw_txs):
-        try:
-            tx = decode_tx(raw, max_tx_bytes)
-        except CodecError:
-            codes[i] = CODE_MALFORMED
-            continue
+        tx = known[i] if known is not None and len(raw) <= max_tx_bytes else None
+        if tx is None:
+            try:
+                tx = decode_tx(raw, max_tx_bytes)
+            except CodecError:
+                codes[i] = CODE_MALFORMED
+                continue
         if tx.chain_id != chain_id:
             codes[i] = CODE_WRONG_CHAIN
             continue

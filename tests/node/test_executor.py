@@ -223,3 +223,32 @@ def test_reopened_store_resumes_at_the_stored_height_and_app_hash(home):
     result = execute(again, build(again, [batch], prev), [batch])
     assert result[0] == 3 and result[3] == [CODE_OK]
     assert again.storage.tx(batch.tx_hashes()[0]) == TxRecord(3, 0, CODE_OK)
+
+
+def test_txs_the_mempool_decoded_are_taken_not_decoded_again_with_the_same_result(tmp_path):
+    # Two executors over two homes run the same two blocks: one finds every tx decoded
+    # by a mempool in this process (ADMITTED_TXS), the other decodes each one itself.
+    from node.tx import ADMITTED_TXS, decode_tx
+
+    a, b = wallet(0), wallet(1)
+    blocks = [[Batch((a.kv_set(CHAIN, b"x", b"1"), b.kv_set(CHAIN, b"y", b"2")))],
+              [Batch((a.kv_set(CHAIN, b"x", b"3"), a.kv_set(CHAIN, b"x", b"4"))),
+               Batch((b.kv_set(CHAIN, b"z", b"5"),))]]
+    results = {}
+    for kept in (True, False):
+        home = str(tmp_path / f"kept-{kept}")
+        ex = new_executor(home)
+        prev, out = bytes(32), []
+        for batches in blocks:
+            raws = [raw for batch in batches for raw in batch.txs]
+            ADMITTED_TXS.take(raws)                # none left over from elsewhere
+            if kept:
+                ADMITTED_TXS.keep([(raw, decode_tx(raw)) for raw in raws])
+            block = build(ex, batches, prev)
+            out.append(execute(ex, block, batches))
+            assert ADMITTED_TXS.take(raws) == [None] * len(raws)   # all taken
+            prev = block.hash()
+        results[kept] = out
+        close_storage(home)
+    assert results[True] == results[False]
+    assert [r[3] for r in results[True]] == [[CODE_OK] * 2, [CODE_OK] * 3]

@@ -281,3 +281,26 @@ def test_sign_items_cut_from_the_encoding_equal_the_re_encoded_ones() -> None:
     # A tx of another chain is checked as this chain's: its message is re-encoded.
     assert tx_sign_items(txs, "chain-a", raws)[1][4] == txs[4].sign_bytes("chain-a")
     assert verify_batch(*tx_sign_items(txs, None, raws)) == [True] * 5
+
+
+def test_decoded_txs_are_taken_once_and_the_oldest_go_past_the_limits() -> None:
+    from node.tx import DecodedTxs
+    from node.wallet import Wallet
+
+    w = Wallet.from_seed(b"\x07" * 32)
+    raws = [w.kv_set("c", b"k%d" % i, b"v") for i in range(5)]
+    kept = DecodedTxs(max_txs=3, max_bytes=1 << 20)
+    kept.keep([(raw, decode_tx(raw)) for raw in raws[:2]])
+    kept.keep([(raw, decode_tx(raw)) for raw in raws[2:]])
+    assert len(kept) == 3                                       # raws[0], raws[1] went
+    got = kept.take([raws[0], raws[3], bytes(raws[3])])
+    assert got[0] is None and got[1] == decode_tx(raws[3]) and got[2] is None
+    assert kept.take(raws) == [None, None, decode_tx(raws[2]), None, decode_tx(raws[4])]
+    assert len(kept) == 0
+    # The byte limit: big txs push the oldest out long before the count limit does.
+    big = [w.kv_set("c", b"b%d" % i, b"v" * 4000) for i in range(4)]
+    kept = DecodedTxs(max_txs=100, max_bytes=2 * len(big[0]) + 10)
+    kept.keep([(raw, decode_tx(raw)) for raw in big])
+    assert kept.take(big) == [None, None, decode_tx(big[2]), decode_tx(big[3])]
+    kept.keep([(big[0], decode_tx(big[0]))] * 2)                # the same tx twice: once
+    assert kept.take(big[:1]) == [decode_tx(big[0])] and len(kept) == 0
