@@ -49,6 +49,7 @@ another one grew adopts the new size on its next transaction.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -308,6 +309,10 @@ class Storage:
         with self._begin(db=self._dbs["app"]) as txn:
             return txn.get(key)
 
+    def app_reader(self) -> lmdb.Transaction:
+        """A read transaction on the app database (a context manager), for many reads."""
+        return self._begin(db=self._dbs["app"])
+
     def _decode_block_record(self, height: int, raw: bytes) -> tuple[bytes, bytes]:
         if len(raw) < _U32.size or _U32.unpack_from(raw)[0] > len(raw) - _U32.size:
             raise StorageError(f"stored block {height} is corrupt")
@@ -338,9 +343,24 @@ class StoredAppState:
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        self._txn: lmdb.Transaction | None = None
 
     def get(self, key: bytes) -> bytes | None:
+        if self._txn is not None:
+            return self._txn.get(key)
         return self._storage.app_get(key)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction for every `get` of a block's delivery: beginning one per
+        get cost ~1.2 us of a node's ~13 us per tx in execution. Nothing writes the
+        store meanwhile: the block's writes wait in the app's overlay until commit."""
+        with self._storage.app_reader() as txn:
+            self._txn = txn
+            try:
+                yield
+            finally:
+                self._txn = None
 
     def apply(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
         return None

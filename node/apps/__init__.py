@@ -47,8 +47,10 @@ wallet had already moved on to the next nonce.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from consensus.codec import CodecError, pack
@@ -95,6 +97,9 @@ class AppState(Protocol):
     def apply(self, writes: Sequence[Write]) -> None:
         """Make one block's writes (value None = delete) the committed state."""
 
+    def reading(self) -> AbstractContextManager[object]:
+        """A scope for many `get`s in a row (one block's), which may share one snapshot."""
+
 
 class MemoryState:
     """An AppState in a dict: for tests, the simulator, and nodes that replay on restart."""
@@ -111,6 +116,9 @@ class MemoryState:
                 self.items.pop(key, None)
             else:
                 self.items[key] = value
+
+    def reading(self) -> AbstractContextManager[object]:
+        return contextlib.nullcontext()
 
 
 def chain_app_hash(prev: bytes, height: int, writes: Sequence[Write]) -> bytes:
@@ -177,7 +185,8 @@ class App:
             raise AppError(f"block {self._pending[0]} was delivered but not committed")
         if height != self.height + 1:
             raise AppError(f"expected block {self.height + 1}, got block {height}")
-        codes = [self._deliver(tx) for tx in txs]
+        with self._state.reading():
+            codes = [self._deliver(tx) for tx in txs]
         writes = sorted(self._overlay.items())
         self._pending = (height, chain_app_hash(self._app_hash, height, writes), writes)
         return codes

@@ -263,3 +263,21 @@ def test_second_process_adopts_a_grown_map(tmp_path: Path) -> None:
         assert child.returncode == 0, err
         assert out.split() == ["5", "big!"]
         assert store.latest_height() == 5
+
+
+def test_app_state_reads_in_one_transaction_see_the_same_values_and_end_with_it(tmp_path):
+    with Storage(tmp_path / "db") as store:
+        prev = b""
+        for height in range(1, 5):
+            prev = commit_synthetic(store, height, prev)
+        state = StoredAppState(store)
+        keys = [b"counter", b"h/1", b"h/3", b"h/4", b"missing"]
+        alone = [state.get(k) for k in keys]
+        assert alone[0] == b"4" and alone[1] is None and alone[3] == b"x" * 100
+        with state.reading():
+            assert [state.get(k) for k in keys] == alone
+        # The transaction ended with the scope: a later commit is seen at once.
+        prev = commit_synthetic(store, 5, prev)
+        assert state.get(b"counter") == b"5"
+        with state.reading():
+            assert state.get(b"counter") == b"5" and state.get(b"h/2") is None
