@@ -265,6 +265,9 @@ def test_bench_report_has_every_key_and_counts_what_the_blocks_hold(one_node, tm
     span = 3 + max(0.0, report["drain_s"])
     assert report["committed"] / (span + 0.5) <= report["sustained_tps"] <= report["committed_tps"]
     assert report["verify_limit_tps"] > 0 and report["machine"]["cores"] >= 1
+    assert report["verify_limit_after_tps"] > 0       # measured again after the run
+    assert report["machine"]["verify_signatures_after_per_s"] == pytest.approx(
+        report["verify_limit_after_tps"], rel=0.01)   # one validator: the same rate
     # The bench's txs are the only txs this chain ever saw: the blocks must hold exactly
     # `committed` of them with code 0.
     ok, total = _committed_in_chain(rpc)
