@@ -5,24 +5,29 @@
 - `RawPeer`: a peer that runs the real secure-channel handshake over a plain
   socket and then sends whatever it likes (frames of any size, any payload);
 - `metrics` / `metric`: read a node's Prometheus counters;
-- `tree_memory`: RSS and PSS summed over a node's whole process tree (/proc).
+- `tree_memory`: RSS and PSS summed over a node's whole process tree (/proc);
+- `inprocess_node`: one started validator in this process (in-process runtime), for
+  tests that call the Node's own methods as well as its listeners.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from crypto import PrivateKey
 from crypto.secure_channel import AUTH_SIZE, HELLO_SIZE, Handshake, SecureChannel
 from node import localnet
 from node.config import apply_overrides, load_config, write_config
+from node.genesis import load_genesis
 from node.p2p.framing import LENGTH_PREFIX_SIZE
 from node.p2p.transport import FRAME_DATA, FRAME_OVERHEAD, FRAME_READY
+from node.supervisor import Node
 
 
 def up_with_overrides(directory: str | os.PathLike[str], validators: int, *,
@@ -196,3 +201,16 @@ def observer_key(tag: bytes = b"observer") -> PrivateKey:
 
 __all__ = ["RawPeer", "metric", "metrics", "observer_key", "p2p_address", "tree_memory",
            "up_with_overrides"]
+
+
+@contextlib.asynccontextmanager
+async def inprocess_node(directory: str | os.PathLike[str]) -> AsyncIterator[Node]:
+    """A one-validator network generated in `directory`, its node started here."""
+    net = localnet.generate(directory, 1, runtime="inprocess")
+    cfg = load_config(net.nodes[0].home)
+    node = Node(cfg, load_genesis(cfg.genesis_path))
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()

@@ -23,21 +23,15 @@ from node.genesis import load_genesis
 from node.supervisor import Node, _gather
 from node.wallet import Wallet
 
+from .harness import inprocess_node
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def _with_node(tmp_path: Path, test: Callable[[Node], Awaitable[None]]) -> None:
-    net = localnet.generate(tmp_path / "net", 1, runtime="inprocess")
-    cfg = load_config(net.nodes[0].home)
-    genesis = load_genesis(cfg.genesis_path)
-
     async def run() -> None:
-        node = Node(cfg, genesis)
-        await node.start()
-        try:
+        async with inprocess_node(tmp_path / "net") as node:
             await test(node)
-        finally:
-            await node.stop()
 
     asyncio.run(run())
 

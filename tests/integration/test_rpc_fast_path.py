@@ -17,12 +17,12 @@ import pytest
 
 from crypto import sha256
 from node import localnet
-from node.config import load_config
-from node.genesis import load_genesis
 from node.loadgen import parse_responses
 from node.rpc import RpcServer
 from node.supervisor import Node
 from node.wallet import Wallet
+
+from .harness import inprocess_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -59,22 +59,18 @@ async def _exchange(port: int, chunks: list[bytes], answers: int,
 
 
 def _with_node(tmp_path: Path, test: Callable[[Node, int, int], Awaitable[None]]) -> None:
-    net = localnet.generate(tmp_path / "net", 1, runtime="inprocess")
-    cfg = load_config(net.nodes[0].home)
-    genesis = load_genesis(cfg.genesis_path)
-
     async def run() -> None:
-        node = Node(cfg, genesis)
-        await node.start()
-        slow = RpcServer(node, "127.0.0.1", localnet.PortAllocator().take(), cfg.rpc.max_body_bytes,
-                         cfg.rpc.max_connections, cfg.rpc.wait_timeout_s, fast_path=False)
-        await slow.start()
-        try:
-            assert node.rpc is not None and node.rpc.fast_path
-            await test(node, node.rpc.port, slow.port)
-        finally:
-            await slow.stop()
-            await node.stop()
+        async with inprocess_node(tmp_path / "net") as node:
+            rpc = node.cfg.rpc
+            slow = RpcServer(node, "127.0.0.1", localnet.PortAllocator().take(),
+                             rpc.max_body_bytes, rpc.max_connections, rpc.wait_timeout_s,
+                             fast_path=False)
+            await slow.start()
+            try:
+                assert node.rpc is not None and node.rpc.fast_path
+                await test(node, node.rpc.port, slow.port)
+            finally:
+                await slow.stop()
 
     asyncio.run(run())
 
