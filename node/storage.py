@@ -306,7 +306,7 @@ class Storage:
 
     def app_get(self, key: bytes) -> bytes | None:
         """A committed app-state value, or None."""
-        with self._begin(db=self._dbs["app"]) as txn:
+        with self.app_reader() as txn:
             return txn.get(key)
 
     def app_reader(self) -> lmdb.Transaction:

@@ -51,6 +51,7 @@ from node.config import NodeConfig, load_config, parse_host_port
 from node.genesis import Genesis, load_genesis
 from node.metrics import NodeMetrics, catch_up
 from node.p2p import NetworkConfig, PeerAddress, PeerNetwork
+from node.p2p.transport import within
 from node.rpc import RpcServer
 from node.runtime import InProcessRuntime, Runtime, make_runtime, tune_gc
 from node.wire import (
@@ -92,12 +93,10 @@ async def _gather(wake: asyncio.Event, now: asyncio.Event, delay: float) -> None
     set; clear both. The batching wait of the consensus pump and of the intake loop."""
     await wake.wait()
     if not now.is_set():
-        # asyncio.timeout, not wait_for: before Python 3.12, wait_for can swallow a
-        # cancellation that races with `now` being set, and `Node.stop` then waits forever
-        # for a loop that went back to waiting on `wake`.
+        # `within`, not asyncio.wait_for: before Python 3.12 wait_for can swallow a cancel
+        # that races with `now`, and Node.stop then waits forever for this loop.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await now.wait()
+            await within(delay, now.wait())
     wake.clear()
     now.clear()
 
@@ -489,11 +488,12 @@ class Node:
         A round gathers arrivals for up to one batch timeout after the first (less when
         _INTAKE_NOW_TXS txs wait, or consensus waits for a fetched batch), then one
         `Mempool.intake` verifies them all in one verifier call, admits, stores and seals:
-        one batch per node per round. Under load (_INTAKE_NOW_TXS txs waiting, or a
-        fetched batch awaited) rounds run back to back, each taking what queued during
-        the previous one; otherwise the next round gathers again. Running back to back
-        on a trickle made a batch of a few txs per round (~200 a second per node at
-        2,200 tx/s on 4 validators), and every validator pays for every batch.
+        one batch per node per round. Under load (_INTAKE_NOW_TXS txs or
+        _REMOTE_BATCHES_PER_CALL peer batches waiting, or a fetched batch awaited) rounds
+        run back to back, each taking what queued during the previous one; otherwise the
+        next round gathers again. Running back to back on a trickle made a batch of a few
+        txs per round (~200 a second per node at 2,200 tx/s on 4 validators), and every
+        validator pays for every batch.
         """
         window = self.cfg.mempool.batch_timeout_ms / 1000.0
         while True:
@@ -630,8 +630,7 @@ class Node:
         if rec is not None and not fut.done():
             fut.set_result({"hash": tx_hash, "height": rec[0], "index": rec[1], "code": rec[2]})
         try:
-            async with asyncio.timeout(timeout):
-                return await fut
+            return await within(timeout, fut)
         except TimeoutError:
             return None
         finally:
