@@ -55,6 +55,10 @@ class NodeMetrics:
             "bftnode_consensus_dropped",
             "Consensus inputs dropped: kind=rejected (invalid) or ignored (stale, ahead, "
             "duplicate), by reason", ["kind", "reason"], registry=r)
+        self.prepared_blocks = Counter(
+            "bftnode_prepared_blocks",
+            "Blocks the executor applied ahead of their decision (optimistic execution)",
+            registry=r)
         self.sync_blocks = Counter("bftnode_sync_blocks", "Blocks obtained by block sync",
                                    registry=r)
         self.batch_requests = Counter(

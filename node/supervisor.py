@@ -136,6 +136,9 @@ class Node:
         self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(_REMOTE_BATCHES_QUEUED)
         self._remote_batch_bytes = 0
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+        self._to_prepare: bytes | None = None    # latest block to apply ahead of its decision
+        self._executed_height = 0                # applied by the executor (maybe not stored)
+        self._prepare_wake = asyncio.Event()
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._admitted_at: dict[bytes, float] = {}
         self._subscribers: set[asyncio.Queue] = set()
@@ -205,6 +208,7 @@ class Node:
             log.warning("BYZANTINE TEST MODE %r: this node misbehaves on purpose",
                         cfg.node.byzantine)
         self.height, self.block_hash, self.app_hash = await self.blockstore.call("latest")
+        self._executed_height = self.height
         if not self.app_hash:
             self.app_hash = genesis_app_hash
         self.metrics.height.set(self.height)
@@ -233,6 +237,7 @@ class Node:
         for coro, name in ((self._consensus_pump(), "consensus"),
                            (self._commit_pipeline(), "commit"),
                            (self._intake_loop(), "intake"),
+                           (self._prepare_loop(), "prepare"),
                            (self._housekeeping(), "housekeeping")):
             self._tasks.append(asyncio.create_task(self._guard(coro, name), name=name))
         await self._handle_outputs(await self.consensus.call("start"))
@@ -307,6 +312,9 @@ class Node:
                 loop.call_later(out[1] / 1000.0, self._to_consensus, ["ready"])
             elif kind == "decide":
                 self._decided.put_nowait((out[1], out[2]))
+            elif kind == "prepare":
+                self._to_prepare = out[1]
+                self._prepare_wake.set()
             elif kind == "fetch":
                 missing = [d for d in out[1] if d not in self._fetching]
                 now = time.monotonic()
@@ -561,16 +569,21 @@ class Node:
             self.metrics.evidence_committed.inc(evidence)
         batches = await self._collect_batches(digests)
         try:
-            result = await self.executor.call(
-                "execute", msgpack.packb([block_bytes, cert_bytes, batches]))
+            height, app_hash = msgpack.unpackb(await self.executor.call(
+                "apply_decided", msgpack.packb([block_bytes, cert_bytes, batches])), raw=False)
+            # Consensus hears the app hash (the next proposal waits for it) before the
+            # block is stored: storing is the slower half, and the block is decided
+            # whatever happens to this node (Executor.apply_decided).
+            self._executed_height = height
+            self._to_consensus(["executed", height, app_hash])
+            result = await self.executor.call("store")
         except Exception as exc:
             raise NodeHalted(f"executing block {block.header.height}: {exc}") from exc
         height, app_hash, hashes, codes, nonces = msgpack.unpackb(result, raw=False)
-        # The block is stored: consensus (the next proposal waits for this app hash) and
-        # clients hear of it before the mempool forgets the block's txs, one actor call
-        # later. Meanwhile a resubmitted tx is refused as pending instead of committed,
-        # and the next block's batches are asked for only after that call (same task).
-        self._to_consensus(["executed", height, app_hash])
+        # The block is stored: clients hear of it before the mempool forgets the block's
+        # txs, one actor call later. Meanwhile a resubmitted tx is refused as pending
+        # instead of committed, and the next block's batches are asked for only after
+        # that call (same task).
         now = time.monotonic()
         if self._last_commit_time is not None:
             self.metrics.block_interval.observe(now - self._last_commit_time)
@@ -601,6 +614,32 @@ class Node:
             q.put_nowait(event)
         pending = await self.mempool.call("committed", msgpack.packb([digests, hashes, nonces]))
         m.mempool_txs.set(pending)
+
+    async def _prepare_loop(self) -> None:
+        """Optimistic execution: hand the executor the block this node proposed or
+        prevoted for, so that it applies the txs while the votes go round and only
+        stores them once the block is decided (node/actors/executor.py). The next
+        proposal waits for this block's app hash, so this shortens every height.
+        Only a hint: a failure here is logged, and `_commit` applies the block itself."""
+        while True:
+            await self._prepare_wake.wait()
+            self._prepare_wake.clear()
+            block_bytes, self._to_prepare = self._to_prepare, None
+            if block_bytes is None:
+                continue
+            try:
+                block = decode_block(block_bytes)
+                if block.header.height != self._executed_height + 1:
+                    continue   # decided and executed already, or a later height's
+                digests = [d for d in block.payload if is_batch_digest(d)]
+                got = msgpack.unpackb(await self.mempool.call("get_batches", digests),
+                                      raw=False)
+                if any(b is None for b in got):
+                    continue   # a batch left the mempool: the block was committed already
+                await self.executor.call("prepare", msgpack.packb([block_bytes, got]))
+                self.metrics.prepared_blocks.inc()
+            except Exception as exc:   # noqa: BLE001 - only an optimization
+                log.warning("applying block ahead of its decision failed: %s", exc)
 
     async def _collect_batches(self, digests: list[bytes]) -> list:
         """The block's batches with verdicts, fetching missing ones from peers."""

@@ -37,6 +37,9 @@ Outputs (packed list of records):
     ["evidence", encoded]           new duplicate-vote evidence (gossiped to peers)
     ["equivocate", encoded_a, encoded_b]   byzantine test mode: two conflicting messages
     ["wake", delay_ms]               send ["ready"] after delay_ms (proposal pacing)
+    ["prepare", block]               this node proposed the block or prevoted for it: the
+                                     executor may apply it ahead of the decision (once per
+                                     block; see node/actors/executor.py)
 """
 
 from __future__ import annotations
@@ -63,7 +66,14 @@ from consensus.engine import (
 )
 from consensus.errors import InvalidMessage
 from consensus.safety import SafetyRules, SafetyState
-from consensus.types import CONSENSUS_MESSAGES, Block, DuplicateVoteEvidence, Proposal, Vote
+from consensus.types import (
+    CONSENSUS_MESSAGES,
+    Block,
+    DuplicateVoteEvidence,
+    Proposal,
+    Vote,
+    VoteKind,
+)
 from consensus.validators import Validator, ValidatorSet
 from crypto import load_private_key, sha256
 from node.runtime import placement
@@ -159,6 +169,10 @@ class ConsensusHost:
         )
         self.waiting_for_payload = False
         self.rejected: dict[str, int] = {}
+        # Blocks check_block found VALID, by hash (the current height's only), and the
+        # hashes already handed out for optimistic execution ("prepare").
+        self._valid_blocks: dict[bytes, Block] = {}
+        self._prepared: set[bytes] = set()
 
     # --- BlockSource -----------------------------------------------------------------
 
@@ -216,6 +230,9 @@ class ConsensusHost:
             return BlockCheck.INVALID
         if any(d not in self.ready and d not in self.held for d in digests):
             return BlockCheck.MISSING
+        if self._valid_blocks and next(iter(self._valid_blocks.values())).height != header.height:
+            self._valid_blocks.clear()
+        self._valid_blocks[block.hash()] = block
         return BlockCheck.VALID
 
     def _evidence_valid(self, items: list[bytes]) -> bool:
@@ -318,8 +335,10 @@ class ConsensusHost:
         if self._wake_ms is not None:
             records.append(["wake", self._wake_ms])
             self._wake_ms = None
+        prepare: Block | None = None
         for out in outs:
             if isinstance(out, Broadcast):
+                prepare = self._to_prepare(out.message) or prepare
                 if self.byzantine == "silent":
                     continue
                 if self.byzantine == "equivocate" and self._own(out.message):
@@ -358,7 +377,29 @@ class ConsensusHost:
                 if self._add_evidence(out.evidence):
                     self.evidence_found += 1
                     records.append(["evidence", out.evidence.encode()])
+        if prepare is not None and prepare.height == self.engine.height:
+            # After the broadcasts: the vote leaves first, then the executor starts.
+            records.append(["prepare", prepare.encode()])
         return msgpack.packb(records)
+
+    def _to_prepare(self, msg: Proposal | Vote | Any) -> Block | None:
+        """The block this node's own proposal or non-nil prevote commits it to, once."""
+        if isinstance(msg, Proposal) and msg.proposer == self.key.public_key:
+            block = msg.block
+        elif (isinstance(msg, Vote) and msg.kind == VoteKind.PREVOTE
+              and msg.validator == self.key.public_key and msg.block_hash is not None):
+            block = self._valid_blocks.get(msg.block_hash)
+        else:
+            return None
+        if block is None:
+            return None
+        bh = block.hash()
+        if bh in self._prepared:
+            return None
+        if len(self._prepared) > 64:
+            self._prepared.clear()
+        self._prepared.add(bh)
+        return block
 
     # --- byzantine mode (testers only) ------------------------------------------------
 

@@ -306,6 +306,37 @@ def test_a_proposal_on_another_app_hash_gets_a_nil_prevote(four):
     handle(host, ["batches", [D1]])
     outs = handle(host, ["msg", proposal(proposer, [D1], app_hash=sha256(b"fork")).encode()])
     assert [describe(m) for m in sent(outs)] == [("prevote", 1, 0, None)]
+    assert "prepare" not in kinds(outs)   # nothing to apply ahead of a decision
+
+
+def test_a_prevoted_block_is_handed_out_once_for_optimistic_execution(four):
+    home, proposer = four
+    host = home.host()
+    outputs(host.start())
+    p = proposal(proposer, [D1])
+    outs = handle(host, ["msg", p.encode()])
+    assert "prepare" not in kinds(outs)    # its batch is missing: no prevote yet
+    outs = handle(host, ["batches", [D1]])
+    assert [describe(m) for m in sent(outs)] == [("prevote", 1, 0, p.block.hash())]
+    # After the vote has gone out, and only once.
+    assert kinds(outs)[-1] == "prepare" and outs[-1][1] == p.block.encode()
+    others = [k for k in KEYS if k is not home.key]
+    outs = handle(host, *[["msg", vote(k, VoteKind.PREVOTE, p.block.hash()).encode()]
+                          for k in others[:2]])
+    assert [describe(m) for m in sent(outs)] == [("precommit", 1, 0, p.block.hash())]
+    assert "prepare" not in kinds(outs)
+
+
+def test_the_proposer_hands_out_its_own_block(tmp_path):
+    proposer = next(k for k in KEYS if k.public_key == VSET4.proposer(1, 0))
+    home = Home(tmp_path, proposer, KEYS)
+    try:
+        outs = outputs(home.host().start())
+        [own] = [m for m in sent(outs) if isinstance(m, Proposal)]
+        assert ["prepare", own.block.encode()] in outs
+        assert len([o for o in outs if o[0] == "prepare"]) == 1
+    finally:
+        home.crash()
 
 
 def test_garbage_from_a_peer_is_counted_not_raised(four):

@@ -252,3 +252,92 @@ def test_txs_the_mempool_decoded_are_taken_not_decoded_again_with_the_same_resul
         close_storage(home)
     assert results[True] == results[False]
     assert [r[3] for r in results[True]] == [[CODE_OK] * 2, [CODE_OK] * 3]
+
+
+def prepare(ex: Executor, block: Block, batches: Sequence[Batch]) -> bool:
+    return ex.prepare(msgpack.packb([block.encode(),
+                                     [[b.encode(), b"\x01" * len(b.txs)] for b in batches]]))
+
+
+def _three_blocks() -> list[list[Batch]]:
+    a, b = wallet(0), wallet(1)
+    return [[Batch((a.kv_set(CHAIN, b"x", b"1"), b.kv_set(CHAIN, b"y", b"2")))],
+            [],
+            [Batch((a.kv_set(CHAIN, b"x", b"3"), a.kv_set(CHAIN, b"x", b"4"))),
+             Batch((b.kv_set(CHAIN, b"z", b"5"),))]]
+
+
+def test_a_block_prepared_ahead_of_its_decision_is_stored_exactly_as_executed(tmp_path):
+    # Two homes run the same blocks: one applies each ahead of its decision (prepare),
+    # the other only when decided. Results, app hashes and the stores must be identical.
+    results, stores = {}, {}
+    for ahead in (True, False):
+        home = str(tmp_path / f"ahead-{ahead}")
+        ex = new_executor(home)
+        prev, out = bytes(32), []
+        for batches in _three_blocks():
+            block = build(ex, batches, prev)
+            if ahead:
+                committed = ex.info()
+                assert prepare(ex, block, batches) is True
+                assert prepare(ex, block, batches) is True          # once is enough
+                assert ex.info() == committed                       # nothing stored yet
+                assert ex.storage.latest_height() == committed[0]
+            out.append(execute(ex, block, batches))
+            prev = block.hash()
+        results[ahead] = out
+        stores[ahead] = [(ex.storage.block(h), ex.storage.last_app_hash()) for h in (1, 2, 3)]
+        close_storage(home)
+    assert results[True] == results[False]
+    assert stores[True] == stores[False]
+
+
+def test_another_block_decided_than_the_prepared_one_discards_it(home):
+    ex = new_executor(home)
+    prepared = [Batch((wallet(0).kv_set(CHAIN, b"x", b"prepared"),))]
+    decided = [Batch((wallet(1).kv_set(CHAIN, b"y", b"decided"),))]
+    assert prepare(ex, build(ex, prepared, bytes(32)), prepared) is True
+    block = build(ex, decided, bytes(32))
+    height, app_hash, hashes, codes, _ = execute(ex, block, decided)
+    replica = make_app("kvstore", MemoryState())
+    execute_block(replica, 1, list(decided[0].txs), chain_id=CHAIN, verify=None)
+    assert (height, app_hash, codes) == (1, replica.app_hash(), [CODE_OK])
+    assert ex.app.get(b"x") is None and ex.app.get(b"y") == b"decided"
+    assert ex.storage.tx(prepared[0].tx_hashes()[0]) is None
+    assert ex.storage.tx(hashes[0]) == TxRecord(1, 0, CODE_OK)
+
+
+def test_a_prepare_that_is_not_the_next_block_is_ignored(home):
+    ex = new_executor(home)
+    batch = [Batch((wallet(0).kv_set(CHAIN, b"k", b"v"),))]
+    block = build(ex, batch, bytes(32))
+    forked = build(ex, batch, bytes(32), app_hash=sha256(b"another state"))
+    later = replace(block, header=replace(block.header, height=2))
+    assert prepare(ex, forked, batch) is False
+    assert prepare(ex, later, batch) is False
+    assert ex.info() == [0, make_app("kvstore", MemoryState()).genesis_app_hash()]
+    # A forked block decided anyway still halts with the app-hash error.
+    with pytest.raises(AppHashMismatch):
+        execute(ex, forked, batch)
+    assert execute(ex, block, batch)[3] == [CODE_OK]
+
+
+def test_apply_decided_gives_the_app_hash_before_store_writes_the_block(home):
+    ex = new_executor(home)
+    batches = _three_blocks()[0]
+    block = build(ex, batches, bytes(32))
+    packed = msgpack.packb([block.encode(), certificate(block).encode(),
+                            [[b.encode(), b"\x01" * len(b.txs)] for b in batches]])
+    height, app_hash = msgpack.unpackb(ex.apply_decided(packed), raw=False)
+    assert height == 1
+    assert ex.storage.latest_height() == 0 and ex.info()[0] == 0
+    # Nothing may be applied on top of a block that is not stored yet.
+    assert prepare(ex, build(ex, [], block.hash()), []) is False
+    with pytest.raises(ValueError, match="applied but not stored"):
+        ex.apply_decided(packed)
+    result = msgpack.unpackb(ex.store(), raw=False)
+    assert result[:2] == [1, app_hash] and result[3] == [CODE_OK, CODE_OK]
+    assert ex.storage.latest_height() == 1 and ex.storage.last_app_hash() == app_hash
+    assert ex.info() == [1, app_hash]
+    with pytest.raises(ValueError, match="no applied block"):
+        ex.store()
