@@ -133,6 +133,7 @@ class Node:
         self._admission: deque[tuple[bytes, asyncio.Future]] = deque()
         self._intake_wake = asyncio.Event()    # something arrived
         self._intake_now = asyncio.Event()     # ... that should not wait for company
+        self._remote_wake = asyncio.Event()    # a peer's batch arrived
         self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(_REMOTE_BATCHES_QUEUED)
         self._remote_batch_bytes = 0
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
@@ -237,6 +238,7 @@ class Node:
         for coro, name in ((self._consensus_pump(), "consensus"),
                            (self._commit_pipeline(), "commit"),
                            (self._intake_loop(), "intake"),
+                           (self._remote_batch_loop(), "peer batches"),
                            (self._prepare_loop(), "prepare"),
                            (self._housekeeping(), "housekeeping")):
             self._tasks.append(asyncio.create_task(self._guard(coro, name), name=name))
@@ -324,8 +326,7 @@ class Node:
                     # Most are queued for the mempool already: ask peers only for what
                     # is still missing once those are through (node/batch_fetch.py).
                     self._deferred_fetches.add(missing, out[2])
-                    self._intake_wake.set()
-                    self._intake_now.set()
+                    self._remote_wake.set()
             elif kind == "sync":
                 self._network_height = max(self._network_height, out[1])
                 self._request_sync(out[2])
@@ -386,9 +387,7 @@ class Node:
             self._remote_batches.put_nowait(msg.encoded)
             self._remote_batch_bytes += size
             self._deferred_fetches.received += 1
-            self._intake_wake.set()
-            if self._fetching:
-                self._intake_now.set()   # it may be one that consensus waits for
+            self._remote_wake.set()
         elif isinstance(msg, BatchRequest):
             digests = list(msg.digests)
             found = msgpack.unpackb(await self.mempool.call("get_batches", digests), raw=False)
@@ -491,36 +490,46 @@ class Node:
         return fut
 
     async def _intake_loop(self) -> None:
-        """Clients' txs and peers' batches, one mempool call per round.
+        """Clients' txs, one mempool call per round.
 
         A round gathers arrivals for up to one batch timeout after the first (less when
-        _INTAKE_NOW_TXS txs wait, or consensus waits for a fetched batch), then one
-        `Mempool.intake` verifies them all in one verifier call, admits, stores and seals:
-        one batch per node per round. Under load (_INTAKE_NOW_TXS txs or
-        _REMOTE_BATCHES_PER_CALL peer batches waiting, or a fetched batch awaited) rounds
-        run back to back, each taking what queued during the previous one; otherwise the
-        next round gathers again. Running back to back on a trickle made a batch of a few
-        txs per round (~200 a second per node at 2,200 tx/s on 4 validators), and every
-        validator pays for every batch.
+        _INTAKE_NOW_TXS txs wait), then one `Mempool.intake` verifies them all in one
+        verifier call, admits and seals: one batch per node per round. Under load
+        (_INTAKE_NOW_TXS txs waiting) rounds run back to back, each taking what queued
+        during the previous one; otherwise the next round gathers again. Running back
+        to back on a trickle made a batch of a few txs per round (~200 a second per
+        node at 2,200 tx/s on 4 validators), and every validator pays for every batch.
         """
         window = self.cfg.mempool.batch_timeout_ms / 1000.0
         while True:
             await _gather(self._intake_wake, self._intake_now, window)
-            self._send_due_fetches()
-            while self._admission or not self._remote_batches.empty():
+            while self._admission:
                 txs = [self._admission.popleft()
                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
+                await self._intake(txs, [])
+                if not self._intake_now.is_set() and len(self._admission) < _INTAKE_NOW_TXS:
+                    if self._admission:
+                        self._intake_wake.set()
+                    break
+
+    async def _remote_batch_loop(self) -> None:
+        """Peers' batches, verified and stored as they come, apart from the clients'
+        txs: they are batches already, with nothing to gather for, and the next
+        proposal may name them at any moment. A validator that still holds one in this
+        queue cannot prevote for that proposal, so waiting here for the intake round's
+        batch timeout delayed every height. Each call takes what queued during the
+        previous one (at most _REMOTE_BATCHES_PER_CALL)."""
+        while True:
+            await self._remote_wake.wait()
+            self._remote_wake.clear()
+            self._send_due_fetches()
+            while not self._remote_batches.empty():
                 batches = [self._remote_batches.get_nowait() for _ in range(
                     min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
                 self._remote_batch_bytes -= sum(len(b) for b in batches)
-                await self._intake(txs, batches)
+                await self._admit_remote_batches([(b, False) for b in batches])
                 self._deferred_fetches.processed += len(batches)
                 self._send_due_fetches()
-                if (not self._intake_now.is_set() and len(self._admission) < _INTAKE_NOW_TXS
-                        and self._remote_batches.qsize() < _REMOTE_BATCHES_PER_CALL):
-                    if self._admission or not self._remote_batches.empty():
-                        self._intake_wake.set()
-                    break
 
     def _send_due_fetches(self) -> None:
         for digests, peer in self._deferred_fetches.due():
