@@ -139,6 +139,7 @@ class Node:
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._to_prepare: bytes | None = None    # latest block to apply ahead of its decision
         self._executed_height = 0                # applied by the executor (maybe not stored)
+        self._prepared_hash: bytes | None = None   # the block the executor last prepared
         self._prepare_wake = asyncio.Event()
         self._waiters: dict[bytes, list[_Waiter]] = {}
         self._admitted_at: dict[bytes, float] = {}
@@ -576,10 +577,18 @@ class Node:
         evidence = len(block.payload) - len(digests)
         if evidence:
             self.metrics.evidence_committed.inc(evidence)
-        batches = await self._collect_batches(digests)
+        # A block the executor applied ahead of its decision needs no batches again.
+        prepared, self._prepared_hash = self._prepared_hash == block.hash(), None
+        batches = None if prepared else await self._collect_batches(digests)
         try:
-            height, app_hash = msgpack.unpackb(await self.executor.call(
+            applied = msgpack.unpackb(await self.executor.call(
                 "apply_decided", msgpack.packb([block_bytes, cert_bytes, batches])), raw=False)
+            if applied is None:   # another block was prepared since
+                batches = await self._collect_batches(digests)
+                applied = msgpack.unpackb(await self.executor.call(
+                    "apply_decided", msgpack.packb([block_bytes, cert_bytes, batches])),
+                    raw=False)
+            height, app_hash = applied
             # Consensus hears the app hash (the next proposal waits for it) before the
             # block is stored: storing is the slower half, and the block is decided
             # whatever happens to this node (Executor.apply_decided).
@@ -645,8 +654,9 @@ class Node:
                                       raw=False)
                 if any(b is None for b in got):
                     continue   # a batch left the mempool: the block was committed already
-                await self.executor.call("prepare", msgpack.packb([block_bytes, got]))
-                self.metrics.prepared_blocks.inc()
+                if await self.executor.call("prepare", msgpack.packb([block_bytes, got])):
+                    self._prepared_hash = block.hash()
+                    self.metrics.prepared_blocks.inc()
             except Exception as exc:   # noqa: BLE001 - only an optimization
                 log.warning("applying block ahead of its decision failed: %s", exc)
 

@@ -120,7 +120,8 @@ class Executor:
         with the batches in the block's payload order. Returns packed
         ``[height, app_hash, [tx_hash...], [code...], [[sender_pk, nonce]...]]``.
         """
-        self._apply_decided(packed)
+        if self._apply_decided(packed) is None:
+            raise ValueError("execute needs the block's batches")
         return self._store()
 
     @offload
@@ -133,16 +134,21 @@ class Executor:
         the hash to consensus first and calls `store` right after. The block is decided
         whatever happens to this node: if it crashes in between, it restarts one block
         lower and gets the block back from its peers (block sync).
+
+        The batches may be None when the supervisor knows `prepare` applied this block:
+        they are not needed then. If it was not (another block was prepared since), the
+        answer is packed None and nothing changes but the prepared block's discard: ask
+        again with the batches.
         """
-        height, app_hash = self._apply_decided(packed)
-        return msgpack.packb([height, app_hash])
+        applied = self._apply_decided(packed)
+        return msgpack.packb(None if applied is None else list(applied))
 
     @offload
     def store(self) -> bytes:
         """Store the block `apply_decided` applied; returns packed as `execute`."""
         return self._store()
 
-    def _apply_decided(self, packed: bytes) -> tuple[int, bytes]:
+    def _apply_decided(self, packed: bytes) -> tuple[int, bytes] | None:
         if self._decided is not None:
             raise ValueError(f"block {self._decided[0].height} was applied but not stored")
         block_bytes, cert_bytes, batches = msgpack.unpackb(packed, raw=False)
@@ -162,6 +168,8 @@ class Executor:
             self.app.discard()   # another block was decided at this height
             applied = None
         if applied is None:
+            if batches is None:
+                return None
             expected = self.app.app_hash()
             if header.app_hash != expected:
                 raise AppHashMismatch(
@@ -174,7 +182,7 @@ class Executor:
             except Exception:
                 self.app.discard()
                 raise
-        else:
+        elif batches is not None:
             # Same block, so the same payload: the batches handed over now must match the
             # digests the prepared ones were checked against.
             self._check_batches(block, batches)

@@ -341,3 +341,23 @@ def test_apply_decided_gives_the_app_hash_before_store_writes_the_block(home):
     assert ex.info() == [1, app_hash]
     with pytest.raises(ValueError, match="no applied block"):
         ex.store()
+
+
+def test_apply_decided_takes_a_prepared_block_without_its_batches(home):
+    ex = new_executor(home)
+    batches = _three_blocks()[0]
+    block = build(ex, batches, bytes(32))
+    cert = certificate(block).encode()
+    other = [Batch((wallet(2).kv_set(CHAIN, b"o", b"x"),))]
+    assert prepare(ex, build(ex, other, bytes(32)), other) is True
+    # Not the prepared block: the executor says so, and asks for the batches.
+    assert msgpack.unpackb(ex.apply_decided(msgpack.packb([block.encode(), cert, None])),
+                           raw=False) is None
+    assert ex.info()[0] == 0 and ex.app.get(b"o") is None
+    assert prepare(ex, block, batches) is True
+    height, app_hash = msgpack.unpackb(
+        ex.apply_decided(msgpack.packb([block.encode(), cert, None])), raw=False)
+    result = msgpack.unpackb(ex.store(), raw=False)
+    assert result[:2] == [height, app_hash] == [1, ex.storage.last_app_hash()]
+    assert result[3] == [CODE_OK, CODE_OK]
+    assert ex.storage.batch(batches[0].digest()) == batches[0].encode()
