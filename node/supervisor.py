@@ -507,7 +507,7 @@ class Node:
             while self._admission:
                 txs = [self._admission.popleft()
                        for _ in range(min(len(self._admission), _ADMISSION_MAX))]
-                await self._intake(txs, [])
+                await self._intake(txs)
                 if not self._intake_now.is_set() and len(self._admission) < _INTAKE_NOW_TXS:
                     if self._admission:
                         self._intake_wake.set()
@@ -537,12 +537,10 @@ class Node:
             self.metrics.batch_requests.inc()
             self._send_or_broadcast(peer, BatchRequest(tuple(digests)).encode())
 
-    async def _intake(self, txs: list[tuple[bytes, asyncio.Future]],
-                      batches: list[bytes]) -> None:
-        # Batches this node asked for count as requested whichever way they arrive.
-        packed = msgpack.packb([[body for body, _ in txs], [[b, False] for b in batches],
-                                list(self._fetching)])
-        answers, sealed, outcomes = msgpack.unpackb(
+    async def _intake(self, txs: list[tuple[bytes, asyncio.Future]]) -> None:
+        # Peers' batches go through _remote_batch_loop, none through this call.
+        packed = msgpack.packb([[body for body, _ in txs], [], []])
+        answers, sealed, _outcomes = msgpack.unpackb(
             await self.mempool.call("intake", packed), raw=False)
         now = time.monotonic()
         for (_body, fut), (h, reason) in zip(txs, answers, strict=True):
@@ -556,7 +554,6 @@ class Node:
             if not fut.done():
                 status = 503 if reason.startswith("mempool full") else 400
                 fut.set_result((None, reason, status))
-        self._stored_batches(outcomes)
         if sealed:
             assert self.network is not None
             for _digest, encoded, _count in sealed:
@@ -581,13 +578,10 @@ class Node:
         prepared, self._prepared_hash = self._prepared_hash == block.hash(), None
         batches = None if prepared else await self._collect_batches(digests)
         try:
-            applied = msgpack.unpackb(await self.executor.call(
-                "apply_decided", msgpack.packb([block_bytes, cert_bytes, batches])), raw=False)
-            if applied is None:   # another block was prepared since
-                batches = await self._collect_batches(digests)
-                applied = msgpack.unpackb(await self.executor.call(
+            while (applied := msgpack.unpackb(await self.executor.call(
                     "apply_decided", msgpack.packb([block_bytes, cert_bytes, batches])),
-                    raw=False)
+                    raw=False)) is None:
+                batches = await self._collect_batches(digests)   # another was prepared
             height, app_hash = applied
             # Consensus hears the app hash (the next proposal waits for it) before the
             # block is stored: storing is the slower half, and the block is decided

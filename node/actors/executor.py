@@ -105,11 +105,7 @@ class Executor:
         header = block.header
         if header.height != self.app.height + 1 or header.app_hash != self.app.app_hash():
             return False
-        try:
-            self._prepared = self._apply(block, block_hash, batches)
-        except Exception:
-            self.app.discard()
-            raise
+        self._prepared = self._apply(block, block_hash, batches)
         return True
 
     @offload
@@ -163,10 +159,10 @@ class Executor:
             raise ValueError(f"block {height}: the commit certificate is for height "
                              f"{cert.height}, block {cert.block_hash.hex()[:16]}, not this block")
         applied = self._prepared
-        self._prepared = None
         if applied is not None and applied.block_hash != block_hash:
-            self.app.discard()   # another block was decided at this height
+            self._discard_prepared()   # another block was decided at this height
             applied = None
+        self._prepared = None
         if applied is None:
             if batches is None:
                 return None
@@ -177,11 +173,7 @@ class Executor:
                     f"{height - 1}, but this node computed {expected.hex()}: its state has "
                     f"forked from the network's; refusing to continue"
                 )
-            try:
-                applied = self._apply(block, block_hash, batches)
-            except Exception:
-                self.app.discard()
-                raise
+            applied = self._apply(block, block_hash, batches)
         elif batches is not None:
             # Same block, so the same payload: the batches handed over now must match the
             # digests the prepared ones were checked against.
@@ -220,7 +212,15 @@ class Executor:
                              f"{len(digests)} digests")
 
     def _apply(self, block: Block, block_hash: bytes, batches: list) -> _Applied:
-        """Deliver the block's txs into the app's overlay (nothing stored)."""
+        """Deliver the block's txs into the app's overlay (nothing stored); on any error
+        the overlay is left empty."""
+        try:
+            return self._deliver(block, block_hash, batches)
+        except Exception:
+            self.app.discard()
+            raise
+
+    def _deliver(self, block: Block, block_hash: bytes, batches: list) -> _Applied:
         height = block.header.height
         prev_app_hash = self.app.app_hash()
         raw_txs: list[bytes] = []
