@@ -1,6 +1,6 @@
 """`bftnode bench`: open-loop load against a localnet (or running nodes), finality report.
 
-    bftnode bench [--validators N] [--rate TX_PER_S] [--duration S] [--tx-size B]
+    bftnode bench [--validators N] [--rate TX_PER_S|Nx] [--duration S] [--tx-size B]
                   [--out FILE.json] [--plot FILE.png] [--rpc URL,...] [--peer pysyncobj]
                   [--sweep R1,R2,...] [--runtime ray|inprocess]
 
@@ -17,6 +17,9 @@
    chain makes blocks.
 3. ``rate * duration`` kvstore txs of ``--tx-size`` bytes are signed from many
    wallets *before* the clock starts (`node.loadgen.prepare_txs`).
+   ``--rate`` (and each rate of ``--sweep``) is tx/s, or with an ``x`` a multiple
+   of the ``verify_limit_tps`` just measured: ``--rate 0.25x`` offers a quarter
+   of this machine's limit (``offered_of_verify_limit`` in the report).
 4. The load window: txs are offered open-loop at ``--rate`` spread evenly over
    the nodes, while the bench follows every node's ``/v1/events``; a tx's
    finality is the time from writing its request to the first commit event
@@ -94,7 +97,7 @@ from node.loadgen import (
     run_client,
 )
 
-DEFAULTS = {"validators": 4, "rate": 1000.0, "duration": 10.0, "tx_size": 200,
+DEFAULTS = {"validators": 4, "rate": "1000", "duration": 10.0, "tx_size": 200,
             "runtime": "ray"}
 PEERS = ("pysyncobj",)
 TIMELINE_BINS = 40
@@ -637,8 +640,11 @@ def print_table(reports: Sequence[dict[str, Any]]) -> None:
     console = Console()
     for r in reports:
         peer = r.get("peer")
+        multiple = r.get("offered_of_verify_limit")
+        of_limit = f" ({multiple:g}x the verify limit)" if multiple else ""
         table = Table(title=f"bftnode bench: {r['validators']} validators ({r['runtime']}), "
-                            f"{r['offered_tps']:g} tx/s offered for {r['duration_s']:g} s, "
+                            f"{r['offered_tps']:g} tx/s{of_limit} offered for "
+                            f"{r['duration_s']:g} s, "
                             f"{r['tx_size']}-byte txs")
         table.add_column("")
         table.add_column("bftnode (BFT)", justify="right")
@@ -793,10 +799,43 @@ def plot_sweep(path: str, reports: Sequence[dict[str, Any]]) -> None:
 # --- the command --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OfferedRate:
+    """An offered rate as given: tx/s, or a multiple of `verify_limit_tps` ("0.25x").
+
+    The relative form runs a target stated against the verification limit ("a quarter
+    of verify_limit_tps") at exactly that rate on whatever machine runs it: the limit is
+    measured before any load, and the rate follows from it.
+    """
+
+    value: float
+    of_verify_limit: bool = False
+
+    def tps(self, verify_limit: float) -> float:
+        return round(self.value * verify_limit, 1) if self.of_verify_limit else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x" if self.of_verify_limit else f"{self.value:g}"
+
+
+def parse_rate(text: str) -> OfferedRate:
+    """`OfferedRate` of ``"1500"`` (tx/s) or ``"0.25x"`` (of the verify limit);
+    ValueError for anything else, or a rate that is not a positive finite number."""
+    text = str(text).strip()
+    relative = text[-1:] in ("x", "X")
+    try:
+        value = float(text[:-1] if relative else text)
+    except ValueError:
+        raise ValueError(f"rate {text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"rate {text!r} is not a positive number")
+    return OfferedRate(value, relative)
+
+
 @dataclass
 class BenchOptions:
     validators: int
-    rates: list[float]
+    rates: list[OfferedRate]
     duration: float
     tx_size: int
     runtime: str
@@ -818,17 +857,21 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         value = getattr(args, name, None)
         return DEFAULTS[name] if value is None else value
 
-    rates = [float(get("rate"))]
     sweep = getattr(args, "sweep", None)
     if sweep:
         try:
-            rates = [float(x) for x in str(sweep).split(",") if x.strip()]
-        except ValueError:
-            raise UsageError(f"--sweep {sweep!r} is not a comma-separated list of rates") from None
+            rates = [parse_rate(x) for x in str(sweep).split(",") if x.strip()]
+        except ValueError as exc:
+            raise UsageError(f"--sweep {sweep!r}: {exc}; give tx/s or multiples of the "
+                             "verify limit, e.g. 500,1000 or 0.1x,0.25x") from None
         if not rates:
             raise UsageError("--sweep names no rate")
-    if any(not (r > 0 and math.isfinite(r)) for r in rates):
-        raise UsageError(f"rates must be positive numbers, got {rates}")
+    else:
+        try:
+            rates = [parse_rate(get("rate"))]
+        except ValueError as exc:
+            raise UsageError(f"--rate: {exc}; give tx/s (1500) or a multiple of the "
+                             "verify limit (0.25x)") from None
     duration = float(get("duration"))
     if not duration > 0:
         raise UsageError(f"--duration must be > 0, got {duration}")
@@ -861,16 +904,20 @@ def run(opts: BenchOptions) -> list[dict[str, Any]]:
     _say(f"verify: {sig_rate:,.0f} signatures/s on all cores -> {verify_limit:,.0f} tx/s "
          f"for {validators} validators; generator ceiling {ceiling['tps']:,.0f} req/s "
          f"({ceiling['cpu_us_per_tx']:.1f} us CPU per request)")
+    rates = [r.tps(verify_limit) for r in opts.rates]
+    for r, tps in zip(opts.rates, rates, strict=True):
+        if r.of_verify_limit:
+            _say(f"offered rate {r} of the verify limit: {tps:,.1f} tx/s")
 
     results: list[tuple[dict[str, Any], list[float]]] = []
     if opts.rpc:
         runtime = statuses[0].get("runtime") or "unknown"
         asyncio.run(wait_live(opts.rpc))
-        for rate in opts.rates:
+        for rate in rates:
             results.append(run_client(bench_once(opts.rpc, validators, rate, opts.duration,
                                                   opts.tx_size, runtime, opts.progress)))
     else:
-        results = _with_localnet(opts)
+        results = _with_localnet(opts, rates)
     # Once more with the nodes idle (or stopped): this shared machine's speed drifts, and
     # one measurement taken in a slow minute makes any throughput look close to it.
     sig_after, verify_limit_after = measure_verify_limit(validators)
@@ -878,7 +925,9 @@ def run(opts: BenchOptions) -> list[dict[str, Any]]:
          f"{verify_limit_after:,.0f} tx/s")
 
     reports = []
-    for report, _samples in results:
+    for (report, _samples), offered in zip(results, opts.rates, strict=True):
+        if offered.of_verify_limit:
+            report["offered_of_verify_limit"] = offered.value
         report["verify_limit_tps"] = round(verify_limit, 1)
         report["verify_limit_after_tps"] = round(verify_limit_after, 1)
         report["machine"] = dict(machine, verify_signatures_per_s=round(sig_rate, 1),
@@ -918,7 +967,8 @@ def run(opts: BenchOptions) -> list[dict[str, Any]]:
     return reports
 
 
-def _with_localnet(opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]]]:
+def _with_localnet(opts: BenchOptions, rates: Sequence[float]
+                   ) -> list[tuple[dict[str, Any], list[float]]]:
     from node import localnet
 
     directory = tempfile.mkdtemp(prefix="bftnode-bench-")
@@ -935,7 +985,7 @@ def _with_localnet(opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]
         raise
     ok = False
     try:
-        results = run_on_localnet(net, opts)
+        results = run_on_localnet(net, opts, rates)
         ok = True
         return results
     finally:
@@ -946,14 +996,16 @@ def _with_localnet(opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]
             _say(f"the localnet's homes and logs are kept in {directory}")
 
 
-def run_on_localnet(net: Any, opts: BenchOptions) -> list[tuple[dict[str, Any], list[float]]]:
-    """Every rate of `opts` against a running `node.localnet.Localnet`, with CPU accounting."""
+def run_on_localnet(net: Any, opts: BenchOptions, rates: Sequence[float]
+                    ) -> list[tuple[dict[str, Any], list[float]]]:
+    """Each of `rates` (tx/s) against a running `node.localnet.Localnet`, with CPU
+    accounting; `opts` gives the rest."""
     targets = [n.rpc for n in net.nodes]
     asyncio.run(wait_live(targets))
     probe = localnet_cpu_probe(net)
     return [run_client(bench_once(targets, len(net.nodes), rate, opts.duration, opts.tx_size,
                                    net.runtime, opts.progress, cpu_probe=probe))
-            for rate in opts.rates]
+            for rate in rates]
 
 
 def write_out(path: str, reports: Sequence[dict[str, Any]]) -> None:
@@ -979,7 +1031,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m node.bench",
                                 description="open-loop load against a localnet; finality report")
     p.add_argument("--validators", type=int, default=None, metavar="N")
-    p.add_argument("--rate", type=float, default=None, metavar="TX_PER_S")
+    p.add_argument("--rate", default=None, metavar="TX_PER_S|Nx")
     p.add_argument("--duration", type=float, default=None, metavar="S")
     p.add_argument("--tx-size", type=int, default=None, metavar="B")
     p.add_argument("--out", default=None, metavar="FILE.json")
@@ -1010,5 +1062,5 @@ if __name__ == "__main__":
     sys.exit(_cli())
 
 
-__all__ = ["BenchError", "bench_once", "count_committed", "main", "options_from_args",
-           "percentile", "run", "summarize"]
+__all__ = ["BenchError", "OfferedRate", "bench_once", "count_committed", "main",
+           "options_from_args", "parse_rate", "percentile", "run", "summarize"]

@@ -148,7 +148,8 @@ def _add_bench(commands: Any) -> None:
     p = commands.add_parser(
         "bench", help="drive open-loop load against a localnet (or --rpc) and report")
     p.add_argument("--validators", type=_positive_int, default=None, metavar="N")
-    p.add_argument("--rate", type=float, default=None, metavar="TX_PER_S")
+    p.add_argument("--rate", default=None, metavar="TX_PER_S|Nx",
+                   help="offered tx/s, or a multiple of verify_limit_tps such as 0.25x")
     p.add_argument("--duration", type=float, default=None, metavar="S")
     p.add_argument("--tx-size", type=_positive_int, default=None, metavar="B")
     p.add_argument("--out", default=None, metavar="FILE.json")

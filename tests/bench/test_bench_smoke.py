@@ -210,8 +210,23 @@ def test_replay_codes_follows_the_kvstore_nonce_rule():
     assert replay_codes(txs, [1, 5]) == {1: 0, 5: 1}
 
 
+def test_offered_rates_in_tx_per_s_or_as_a_multiple_of_the_verify_limit():
+    from node.bench import OfferedRate, parse_rate
+
+    assert parse_rate("1500") == OfferedRate(1500.0) and parse_rate("1500").tps(9e9) == 1500
+    quarter = parse_rate(" 0.25x")
+    assert quarter == OfferedRate(0.25, of_verify_limit=True) and str(quarter) == "0.25x"
+    assert quarter.tps(7021.3) == 1755.3 and parse_rate("2X").tps(100) == 200
+    for bad in ("fast", "x", "0x", "-1", "0", "nan", "infx", ""):
+        with pytest.raises(ValueError):
+            parse_rate(bad)
+
+
 def test_bad_bench_flags_are_usage_errors(capsys):
     assert cli_main(["bench", "--sweep", "100,fast"]) == 2
+    assert cli_main(["bench", "--sweep", "0.1x,0x"]) == 2
+    assert cli_main(["bench", "--rate", "0x"]) == 2
+    assert "multiple of the verify limit" in capsys.readouterr().err
     assert cli_main(["bench", "--peer", "etcd"]) == 2
     assert cli_main(["bench", "--duration", "0"]) == 2
     assert "--duration must be > 0" in capsys.readouterr().err
@@ -279,6 +294,20 @@ def test_bench_report_has_every_key_and_counts_what_the_blocks_hold(one_node, tm
         <= report["finality_ms"]["max"]
     assert report["consensus_ms"]["p50"] is not None
     assert report["codes_from"].startswith("nonce replay")
+
+
+@pytest.mark.timeout(120)
+def test_a_rate_relative_to_the_verify_limit_is_resolved_before_the_load(one_node, tmp_path):
+    out = tmp_path / "report.json"
+    code = cli_main(["bench", "--rpc", one_node.nodes[0].rpc, "--rate", "0.004x",
+                     "--duration", "2", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["offered_of_verify_limit"] == 0.004
+    # Measured before the load, on this machine: the rate follows from it.
+    assert report["offered_tps"] == pytest.approx(0.004 * report["verify_limit_tps"], abs=0.2)
+    assert report["submitted"] == round(report["offered_tps"] * 2)
+    assert report["committed"] == report["submitted"]
 
 
 @pytest.mark.timeout(60)

@@ -141,6 +141,15 @@ def test_app_hash_formula() -> None:
     writes = app.pending_writes()
     assert writes == sorted(writes)
     assert app.app_hash() == chain_app_hash(genesis, 1, writes)
+    # Pinned bytes: every validator must hash the same writes the same way, release to
+    # release (computed by the formula as first written, lists of [key, value]).
+    pinned = [(b"k/a", b"1"), (b"k/b", None), (b"n/" + bytes(20), (7).to_bytes(8, "big"))]
+    assert chain_app_hash(b"\x11" * 32, 5, pinned).hex() == (
+        "ba3ee13df91837dedc5615d254f9ea5435a01560a9daf9904ec18443c393ad7f")
+    assert chain_app_hash(b"\x11" * 32, 5, [list(w) for w in pinned]) == chain_app_hash(
+        b"\x11" * 32, 5, pinned)
+    assert chain_app_hash(b"\x11" * 32, 6, []).hex() == (
+        "fc1e920e8b3de1cb27512440b8aecbb7d1fe13fb5dfa4f8181ba41aac619afe1")
 
 
 def test_delivery_order_is_enforced() -> None:

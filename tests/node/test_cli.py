@@ -133,7 +133,7 @@ def test_bench_dispatches_lazily(monkeypatch, capsys):
                  "--runtime", "inprocess"]) == 0
     args = seen[0]
     assert (args.validators, args.rate, args.duration, args.tx_size, args.out, args.rpc,
-            args.runtime, args.plot) == (4, 500.0, 5.0, 128, "r.json", "http://a:1,http://b:2",
+            args.runtime, args.plot) == (4, "500", 5.0, 128, "r.json", "http://a:1,http://b:2",
                                          "inprocess", None)
 
     monkeypatch.setitem(sys.modules, "node.bench", None)
