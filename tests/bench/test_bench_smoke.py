@@ -20,6 +20,7 @@ from node import localnet
 from node.bench import percentile, summarize
 from node.cli import main as cli_main
 from node.loadgen import (
+    DrainRule,
     EventWatcher,
     OpenLoopScheduler,
     PipelinedConnection,
@@ -117,6 +118,24 @@ def test_scheduler_catches_up_after_a_stall_instead_of_shifting_the_schedule():
     # The schedule does not move: the last tx is still sent when it is due.
     assert times[99] == pytest.approx(t0 + 0.99, abs=0.0011)
     assert len(sent) == 100
+
+
+def test_the_drain_waits_for_a_backlog_that_still_commits_and_not_for_a_stalled_one():
+    rule = DrainRule(load_end=100.0, limit_s=60, stall_s=15)
+    # A backlog committing slowly: each check sees a few more, so the drain goes on.
+    assert not any(rule.done(100.0 + t, True, 1000, 10 * t) for t in range(0, 50, 5))
+    assert rule.done(150.0, True, 1000, 1000)                 # all seen: done at once
+    # Answers still owed hold it too, even with every accepted tx seen.
+    assert not DrainRule(100.0, 60, 15).done(101.0, False, 10, 10)
+    # Nothing new for 15 s: the chain stopped (or lost them); the drain ends.
+    stalled = DrainRule(load_end=100.0, limit_s=60, stall_s=15)
+    assert not stalled.done(101.0, True, 1000, 400)
+    assert not stalled.done(115.9, True, 1000, 400)
+    assert stalled.done(116.1, True, 1000, 400)
+    # And never past the limit, however steady the progress.
+    steady = DrainRule(load_end=100.0, limit_s=60, stall_s=15)
+    assert not steady.done(159.0, True, 10**6, 59)
+    assert steady.done(160.0, True, 10**6, 60)
 
 
 def test_scheduler_rejects_a_zero_rate():
