@@ -8,7 +8,8 @@ LMDB's byte order is numeric order)::
     txs           tx hash       -> u64be height || u32be index || u32be code
     batches       batch digest  -> encoded Batch
     app           app key       -> value            (node.apps state, see StoredAppState)
-    safety        b"state"      -> encoded SafetyState   (consensus SafetyRules)
+    safety        b"state"      -> encoded SafetyState   (written before the
+                                   safety environment below existed: read once, moved)
     meta          b"height"     -> u64be last committed height
                   b"app_hash"   -> app hash after the last committed block
                   b"schema"     -> b"1"
@@ -16,6 +17,14 @@ LMDB's byte order is numeric order)::
 
 Blocks and certificates are opaque bytes encoded by the caller, so the store
 does not depend on `consensus.types`.
+
+The safety state (consensus SafetyRules: what this validator last signed) has an
+LMDB environment of its own in the ``safety/`` subdirectory, one key ``b"state"``.
+It is saved, with fsync, before every vote leaves the node, on the consensus path.
+In the blocks' environment that save queued behind LMDB's one writer, which a
+block's commit holds for milliseconds (~9 ms at 2,000 tx/s), and its fsync also
+flushed the block's pages: 3.4 ms a save on average, 2-3 saves a height. In its own
+environment a save writes and syncs a page or two of a small file (~0.25 ms idle).
 
 One block, one write transaction. `commit_block` writes the block, its hash,
 its tx index entries, its batches, the app's writes and the new meta in a
@@ -38,8 +47,8 @@ Why these flags:
 - ``max_dbs`` covers the sub-databases above with room to add some.
 
 ``sync=False`` exists for throwaway benchmarks only: block commits then skip
-fsync, but `LmdbSafetyStore.save` still forces ``env.sync(True)``, so a
-validator never double-signs after a crash even then.
+fsync, but the safety environment is always synced, so a validator never
+double-signs after a crash even then.
 
 LMDB allows one open environment per file per process: open a home once and
 share the `Storage` object (node.stores). Several processes (Ray actors) may
@@ -71,6 +80,8 @@ _META_HEIGHT = b"height"
 _META_APP_HASH = b"app_hash"
 _META_SCHEMA = b"schema"
 _SAFETY_KEY = b"state"
+_SAFETY_DIR = "safety"
+_SAFETY_MAP_SIZE = 64 << 20   # address space only; a state with a locked block is ~40 KB
 _MAX_MAP_GROWTHS = 8
 
 
@@ -119,6 +130,9 @@ class Storage:
         except lmdb.NotFoundError:
             self._env.close()
             raise StorageError(f"the store at {self.path} has not been initialised") from None
+        self._readonly = readonly
+        self._safety_env: lmdb.Environment | None = None
+        self._legacy_safety = False   # a state in the blocks' environment's `safety` db
         if not readonly:
             self._check_schema()
 
@@ -144,6 +158,9 @@ class Storage:
     # --- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
+        if self._safety_env is not None:
+            self._safety_env.close()
+            self._safety_env = None
         self._env.close()
 
     def __enter__(self) -> Storage:
@@ -322,15 +339,61 @@ class Storage:
     # --- safety state --------------------------------------------------------------
 
     def load_safety(self) -> bytes | None:
+        """The saved safety state: from the safety environment, or where a store made
+        before it existed keeps one, from the ``safety`` database (moved on the next
+        save)."""
+        env = self._safety()
+        if env is not None:
+            with env.begin() as txn:
+                data = txn.get(_SAFETY_KEY)
+            if data is not None:
+                return data
         with self._begin(db=self._dbs["safety"]) as txn:
             return txn.get(_SAFETY_KEY)
 
     def save_safety(self, data: bytes) -> None:
-        """Store the encoded safety state; durable on disk when this returns."""
-        self._write(lambda txn: txn.put(_SAFETY_KEY, data, db=self._dbs["safety"]))
-        if not self._sync:
-            # With sync on, the commit above already fsync'd; without it, force it here.
-            self._env.sync(True)
+        """Store the encoded safety state; durable on disk when this returns.
+
+        Synced whatever `sync` says: ``sync=False`` skips the blocks' fsync only, so a
+        validator never double-signs after a crash even then."""
+        env = self._safety()
+        if env is None or self._readonly:
+            raise StorageError(f"the store at {self.path} is open read-only")
+        for _ in range(_MAX_MAP_GROWTHS):
+            try:
+                with env.begin(write=True) as txn:
+                    txn.put(_SAFETY_KEY, data)
+                break
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()["map_size"] * 2)
+        else:
+            raise StorageError(f"the safety state at {self.path} does not fit its map")
+        if self._legacy_safety:
+            # The state just saved supersedes the one the blocks' environment held: drop
+            # that one, so that losing the new environment cannot bring an older back.
+            self._write(lambda txn: txn.delete(_SAFETY_KEY, db=self._dbs["safety"]))
+            if not self._sync:
+                self._env.sync(True)
+            self._legacy_safety = False
+
+    def _safety(self) -> lmdb.Environment | None:
+        """The safety environment, opened on first use (None: read-only, none yet)."""
+        if self._safety_env is None:
+            path = os.path.join(self.path, _SAFETY_DIR)
+            if self._readonly and not os.path.isdir(path):
+                return None
+            if not self._readonly:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            try:
+                self._safety_env = lmdb.open(
+                    path, map_size=_SAFETY_MAP_SIZE, max_dbs=0, subdir=True,
+                    readonly=self._readonly, sync=True, metasync=True, writemap=False,
+                    map_async=False, lock=True, create=not self._readonly, mode=0o600)
+            except lmdb.Error as exc:
+                raise StorageError(f"cannot open the safety state at {path}: {exc}") from None
+            with self._begin(db=self._dbs["safety"]) as txn:
+                self._legacy_safety = txn.get(_SAFETY_KEY) is not None
+        return self._safety_env
 
 
 class StoredAppState:
@@ -372,8 +435,8 @@ S = TypeVar("S")
 class LmdbSafetyStore(Generic[S]):
     """The consensus `SafetyStore` protocol (load/save) on the node's store.
 
-    `save` returns only once the state is on disk (LMDB commit with sync, then
-    an explicit ``env.sync(True)``): SafetyRules saves *before* a vote leaves
+    `save` returns only once the state is on disk (a synced commit of the
+    store's safety environment): SafetyRules saves *before* a vote leaves
     the node, so a crash right after sending can never let the restarted node
     sign a conflicting vote. `encode`/`decode` turn a SafetyState into bytes
     and back (by default ``state.encode()``), so this module does not import

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +172,59 @@ def test_safety_state_survives_reopen(tmp_path: Path, sync: bool) -> None:
         safety.save(FakeSafetyState(4, 0))
     with Storage(tmp_path / "db") as store:
         assert LmdbSafetyStore(store, FakeSafetyState.decode).load() == FakeSafetyState(4, 0)
+
+
+def test_a_safety_save_does_not_wait_for_the_block_writer(tmp_path: Path) -> None:
+    """The safety state has an environment of its own: a vote's save (on the consensus
+    path) does not queue behind a block's commit, which holds the blocks' one writer."""
+    with Storage(tmp_path / "db") as store:
+        safety = LmdbSafetyStore(store, FakeSafetyState.decode)
+        safety.save(FakeSafetyState(1, 0))
+        holding, release = threading.Event(), threading.Event()
+
+        def block_writer() -> None:
+            with store._env.begin(write=True) as txn:   # as commit_block's transaction
+                txn.put(b"x", b"y", db=store._dbs["meta"])
+                holding.set()
+                release.wait(30)
+
+        writer = threading.Thread(target=block_writer)
+        writer.start()
+        try:
+            assert holding.wait(10)
+            saver = threading.Thread(target=safety.save, args=(FakeSafetyState(2, 1),))
+            saver.start()
+            saver.join(10)
+            assert not saver.is_alive(), "the safety save waited for the block writer"
+        finally:
+            release.set()
+            writer.join()
+        assert safety.load() == FakeSafetyState(2, 1)
+    assert (tmp_path / "db" / "safety" / "data.mdb").is_file()
+    assert stat.S_IMODE((tmp_path / "db" / "safety" / "data.mdb").stat().st_mode) == 0o600
+
+
+def test_a_safety_state_stored_before_its_environment_existed_is_read_then_moved(
+        tmp_path: Path) -> None:
+    with Storage(tmp_path / "db") as store:
+        # As a store of an earlier release held it: in the blocks' environment.
+        store._write(lambda txn: txn.put(b"state", b"7/2", db=store._dbs["safety"]))
+    with Storage(tmp_path / "db", readonly=True) as store:
+        assert LmdbSafetyStore(store, FakeSafetyState.decode).load() == FakeSafetyState(7, 2)
+    with Storage(tmp_path / "db") as store:
+        safety = LmdbSafetyStore(store, FakeSafetyState.decode)
+        assert safety.load() == FakeSafetyState(7, 2)
+        safety.save(FakeSafetyState(8, 0))
+        with store._begin(db=store._dbs["safety"]) as txn:
+            assert txn.get(b"state") is None          # moved: no older state to fall back on
+    with Storage(tmp_path / "db", readonly=True) as store:
+        assert LmdbSafetyStore(store, FakeSafetyState.decode).load() == FakeSafetyState(8, 0)
+        with pytest.raises(StorageError, match="read-only"):
+            store.save_safety(b"9/0")
+    shutil.rmtree(tmp_path / "db" / "safety")
+    with Storage(tmp_path / "db", readonly=True) as store:
+        assert store.load_safety() is None            # read-only opens create nothing
+    assert not (tmp_path / "db" / "safety").exists()
 
 
 def test_open_errors(tmp_path: Path) -> None:
