@@ -302,6 +302,14 @@ class MempoolSection:
         "admitted and sealed in one mempool call.",
         low=1, high=60_000,
     )
+    max_verify_wait_ms: int = setting(
+        0,
+        "Backpressure: clients' transactions are refused (503, node busy) while a peer's "
+        "batch has waited longer than this to be verified: the node is behind the network's "
+        "rate, and every tx admitted then would lengthen every validator's queue. A client "
+        "must then retry (a refused tx leaves a gap in its sender's nonces). 0: off.",
+        low=0, high=600_000,
+    )
 
 
 @dataclass

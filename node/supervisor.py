@@ -136,6 +136,8 @@ class Node:
         self._remote_wake = asyncio.Event()    # a peer's batch arrived
         self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(_REMOTE_BATCHES_QUEUED)
         self._remote_batch_bytes = 0
+        self._remote_arrivals: deque[float] = deque()   # when each queued batch came
+        self._max_verify_wait = cfg.mempool.max_verify_wait_ms / 1000.0
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._to_prepare: bytes | None = None    # latest block to apply ahead of its decision
         self._executed_height = 0                # applied by the executor (maybe not stored)
@@ -387,6 +389,7 @@ class Node:
                 return
             self._remote_batches.put_nowait(msg.encoded)
             self._remote_batch_bytes += size
+            self._remote_arrivals.append(time.monotonic())
             self._deferred_fetches.received += 1
             self._remote_wake.set()
         elif isinstance(msg, BatchRequest):
@@ -482,6 +485,11 @@ class Node:
         if self.halted:
             fut.set_result((None, f"node halted: {self.halted}", 503))
             return fut
+        busy = self._verify_backlog()
+        if busy is not None:
+            self.metrics.txs_rejected.labels(rejection_label(busy)).inc()
+            fut.set_result((None, busy, 503))
+            return fut
         self._admission.append((body, fut))
         self._intake_wake.set()
         if len(self._admission) >= _INTAKE_NOW_TXS:
@@ -489,6 +497,21 @@ class Node:
             # each HTTP/1.1 connection has one request in flight, and it waits here.
             self._intake_now.set()
         return fut
+
+    def _verify_backlog(self) -> str | None:
+        """Why a client's tx is refused now, or None: a peer's batch has waited longer
+        than `[mempool] max_verify_wait_ms` to be verified. This node is behind the rate
+        at which the network makes batches (every validator verifies every tx), and each
+        tx it admitted now would be one more for every validator to verify: the wait of
+        every tx, and of every proposal naming a batch still queued here, would grow
+        without bound. Refused, the client may retry here later or at another node."""
+        if not self._max_verify_wait or not self._remote_arrivals:
+            return None
+        waited = time.monotonic() - self._remote_arrivals[0]
+        if waited <= self._max_verify_wait:
+            return None
+        return (f"node busy: a peer's batch has waited {waited * 1000:.0f} ms to be verified"
+                f" (limit {self._max_verify_wait * 1000:.0f} ms); retry later")
 
     async def _intake_loop(self) -> None:
         """Clients' txs, one mempool call per round.
@@ -528,6 +551,8 @@ class Node:
                 batches = [self._remote_batches.get_nowait() for _ in range(
                     min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
                 self._remote_batch_bytes -= sum(len(b) for b in batches)
+                for _ in batches:
+                    self._remote_arrivals.popleft()
                 await self._admit_remote_batches([(b, False) for b in batches])
                 self._deferred_fetches.processed += len(batches)
                 self._send_due_fetches()

@@ -63,6 +63,7 @@ _REJECTION_LABELS = (
     ("duplicate", "duplicate"),
     ("stale nonce", "stale_nonce"),
     ("mempool full", "mempool_full"),
+    ("node busy", "node_busy"),
     ("invalid signature", "invalid_signature"),
 )
 

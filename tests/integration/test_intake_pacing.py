@@ -11,6 +11,7 @@ And the loops' batching wait gives way to a cancel, so that the node can stop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from node import localnet
 from node.config import load_config
 from node.genesis import load_genesis
 from node.supervisor import Node, _gather
+from node.tx import Batch
 from node.wallet import Wallet
+from node.wire import BatchGossip
 
 from .harness import inprocess_node
 
@@ -57,6 +60,51 @@ def test_a_trickle_of_txs_is_sealed_per_batch_timeout_not_per_round(tmp_path: Pa
         # after the first window, as they once did, sealed 10-11 here.
         span_s = count * spacing_s
         assert 1 <= sealed <= span_s / window_s + 3, sealed
+
+    _with_node(tmp_path, check)
+
+
+def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
+        tmp_path: Path) -> None:
+    """Backpressure: a node behind on verifying its peers' batches refuses clients' txs
+    (503, node busy) instead of adding to every validator's queue, and admits again once
+    it has caught up."""
+    per_batch, batches = 300, 66       # a verifier call takes 64: two wait for it to end
+
+    async def check(node: Node) -> None:
+        node._max_verify_wait = 0.01   # [mempool] max_verify_wait_ms = 10
+        chain = node.chain_id
+        gossip = [BatchGossip(Batch(tuple(
+            Wallet.from_seed(sha256(b"peer %d" % b)).kv_set(chain, b"k%d" % i, b"v")
+            for i in range(per_batch))).encode()).encode() for b in range(batches)]
+        client = Wallet.from_seed(sha256(b"client"))
+        busy = node.metrics.txs_rejected.labels("node_busy")
+        refused_before = busy._value.get()
+        for payload in gossip:          # all queued before the batch loop runs
+            await node._on_peer_message(b"\x01" * 32, payload)
+        answer = None
+        while node._remote_arrivals:
+            if time.monotonic() - node._remote_arrivals[0] > 0.02:
+                answer = await node.submit_nowait(client.kv_set(chain, b"c", b"refused"))
+                break
+            await asyncio.sleep(0.001)
+        # 64 x 300 signatures take far longer than 20 ms anywhere: the last two waited.
+        assert answer is not None, "the peers' batches never waited 20 ms"
+        h, reason, status = answer
+        assert status == 503 and h is None
+        assert reason.startswith("node busy: a peer's batch has waited "), reason
+        assert reason.endswith("ms to be verified (limit 10 ms); retry later"), reason
+        assert busy._value.get() == refused_before + 1
+        client.nonce -= 1               # refused: the wallet's next tx reuses the nonce
+        node._max_verify_wait = 0       # 0: never refused for this
+        assert node._verify_backlog() is None
+        node._max_verify_wait = 0.01
+        while node._remote_arrivals:    # caught up: admitted again
+            await asyncio.sleep(0.01)
+        h, reason, status = await node.submit_nowait(client.kv_set(chain, b"c", b"admitted"))
+        assert (status, reason) == (202, None)
+        stored = node.mempool.obj.stats["remote_batches"]
+        assert stored >= batches, stored
 
     _with_node(tmp_path, check)
 
