@@ -12,6 +12,11 @@ the same store opened without sync, and for each kind of write alone.
 
 Random keys (hashes, addresses) make each put dirty its own B-tree page, and an fsync
 per block writes every dirtied page; docs/BENCHMARKS.md has figures.
+
+Read the CPU, wall and write() columns. `write_bytes` is what the kernel charges this
+process for writeback, not what reaches the device: on the ext4 of the machine these
+figures come from it overcounted (an fdatasync after overwriting a fully written file
+was charged 80 MB), so the storage-layer column is shown for what it is, no more.
 """
 
 from __future__ import annotations
