@@ -15,8 +15,9 @@
 2. A localnet of N validators (kvstore app) is started in a temporary
    directory, unless ``--rpc`` names running nodes; the bench waits until the
    chain makes blocks.
-3. ``rate * duration`` kvstore txs of ``--tx-size`` bytes are signed from many
-   wallets *before* the clock starts (`node.loadgen.prepare_txs`).
+3. ``rate * duration`` kvstore txs of ``--tx-size`` bytes are signed *before* the
+   clock starts, each from a wallet of its own (`node.loadgen.prepare_txs`): a tx
+   the node refuses then costs only itself, not its wallet's later nonces.
    ``--rate`` (and each rate of ``--sweep``) is tx/s, or with an ``x`` a multiple
    of the ``verify_limit_tps`` just measured: ``--rate 0.25x`` offers a quarter
    of this machine's limit (``offered_of_verify_limit`` in the report).
@@ -569,7 +570,10 @@ async def bench_once(targets: Sequence[str], validators: int, rate: float, durat
     if settled:
         _say(f"waited {settled:g} s for the mempools to drain ({backlog} txs left)")
     started = time.monotonic()
-    txs = prepare_txs(chain_id, count, rate, len(targets), tx_size)
+    # A wallet per tx: kvstore applies a sender's txs in nonce order only, so a refused
+    # tx (503: mempool full, or node busy under backpressure) would fail every later tx
+    # of its wallet, and the count would measure this client's nonce gaps, not the chain.
+    txs = prepare_txs(chain_id, count, rate, len(targets), tx_size, wallets=count)
     _say(f"signed {count} txs of {txs.tx_size} bytes from {txs.wallets} wallets in "
          f"{time.monotonic() - started:.1f} s")
     h0 = max(s["height"] for s in await node_statuses(targets))

@@ -184,16 +184,20 @@ def plan_wallets(count: int, rate: float, targets: int, connections: int) -> int
 
 
 def prepare_txs(chain_id: str, count: int, rate: float, targets: int, tx_size: int,
-                connections: int = DEFAULT_CONNECTIONS, workers: int | None = None
-                ) -> PreparedTxs:
+                connections: int = DEFAULT_CONNECTIONS, workers: int | None = None,
+                wallets: int | None = None) -> PreparedTxs:
     """Sign `count` kvstore txs for the schedule, `tx_size` bytes each (see the module doc).
 
     Transaction i comes from wallet ``w = i % W`` with nonce ``i // W``; wallet w
     always goes to target ``w % targets`` over connection ``(w // targets) % connections``.
+    W is `wallets`, by default `plan_wallets` (one tx a second per wallet); with
+    ``wallets=count`` every tx has a wallet of its own.
     """
     from crypto import sha256_hex
 
-    wallets = plan_wallets(count, rate, targets, connections)
+    if wallets is None:
+        wallets = plan_wallets(count, rate, targets, connections)
+    wallets = max(1, min(count, wallets))
     per_wallet = math.ceil(count / wallets)
     value_len = _kv_value_len(chain_id, tx_size, b"bench/%010d/%s" % (0, b"0" * 12))
     seeds = [os.urandom(32) for _ in range(wallets)]

@@ -293,6 +293,7 @@ def test_bench_report_has_every_key_and_counts_what_the_blocks_hold(one_node, tm
     assert set(report["consensus_ms"]) == {"p50", "p99"}
     assert report["validators"] == 1 and report["offered_tps"] == 100
     assert report["duration_s"] == 3 and report["submitted"] == 300
+    assert report["wallets"] == 300                   # a wallet per tx: no nonce chains
     assert report["tx_size"] == 180
     assert report["committed_tps"] == pytest.approx(report["committed"] / 3, abs=0.1)
     # Sustained: over the window and whatever drain the last commit needed.
