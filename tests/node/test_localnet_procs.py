@@ -325,6 +325,11 @@ def test_running_pid_trusts_its_own_children_and_checks_others(tmp_path, monkeyp
         monkeypatch.setattr(procs, "is_alive", lambda pid: False)
         assert localnet.running_pid(node) == proc.pid
         monkeypatch.undo()
+        # Between fork and exec the child's /proc cmdline is still this process's: wait
+        # for the exec (a fresh-clone CI run caught the check in that window).
+        deadline = time.monotonic() + 10
+        while node.home not in procs.cmdline(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         # The same pid as another process knows it (read from the localnet file).
         stranger = dataclasses.replace(node, home=str(tmp_path / "elsewhere"))
         localnet._SPAWNED.pop(proc.pid)
