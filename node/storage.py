@@ -204,15 +204,18 @@ class Storage:
                                                    block_hash, tx_entries, app_writes,
                                                    app_hash, batches))
 
-    def _write(self, body: Callable[[lmdb.Transaction], None]) -> None:
-        """Run `body` in one write transaction, growing the map when it is full."""
+    def _write(self, body: Callable[[lmdb.Transaction], None],
+               env: lmdb.Environment | None = None) -> None:
+        """Run `body` in one write transaction of `env` (default: the blocks'), growing
+        the map when it is full."""
         for _ in range(_MAX_MAP_GROWTHS):
             try:
-                with self._begin(write=True) as txn:
+                with (self._begin(write=True) if env is None else env.begin(write=True)) as txn:
                     body(txn)
                 return
             except lmdb.MapFullError:
-                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                grown = self._env if env is None else env
+                grown.set_mapsize(grown.info()["map_size"] * 2)
         raise StorageError(f"the store at {self.path} is full even after growing its map")
 
     def _commit_block(self, txn: lmdb.Transaction, height: int, block_bytes: bytes,
@@ -356,18 +359,11 @@ class Storage:
 
         Synced whatever `sync` says: ``sync=False`` skips the blocks' fsync only, so a
         validator never double-signs after a crash even then."""
-        env = self._safety()
-        if env is None or self._readonly:
+        if self._readonly:
             raise StorageError(f"the store at {self.path} is open read-only")
-        for _ in range(_MAX_MAP_GROWTHS):
-            try:
-                with env.begin(write=True) as txn:
-                    txn.put(_SAFETY_KEY, data)
-                break
-            except lmdb.MapFullError:
-                env.set_mapsize(env.info()["map_size"] * 2)
-        else:
-            raise StorageError(f"the safety state at {self.path} does not fit its map")
+        env = self._safety()
+        assert env is not None   # opened (and created) on first use when writable
+        self._write(lambda txn: txn.put(_SAFETY_KEY, data), env)
         if self._legacy_safety:
             # The state just saved supersedes the one the blocks' environment held: drop
             # that one, so that losing the new environment cannot bring an older back.

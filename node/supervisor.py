@@ -134,9 +134,9 @@ class Node:
         self._intake_wake = asyncio.Event()    # something arrived
         self._intake_now = asyncio.Event()     # ... that should not wait for company
         self._remote_wake = asyncio.Event()    # a peer's batch arrived
-        self._remote_batches: asyncio.Queue[bytes] = asyncio.Queue(_REMOTE_BATCHES_QUEUED)
+        # Peers' batches waiting for verification: (when it arrived, encoded batch).
+        self._remote_batches: deque[tuple[float, bytes]] = deque()
         self._remote_batch_bytes = 0
-        self._remote_arrivals: deque[float] = deque()   # when each queued batch came
         self._max_verify_wait = cfg.mempool.max_verify_wait_ms / 1000.0
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._to_prepare: bytes | None = None    # latest block to apply ahead of its decision
@@ -383,13 +383,12 @@ class Node:
             self._to_consensus(["msg", payload])
         elif isinstance(msg, BatchGossip):
             size = len(msg.encoded)
-            if (self._remote_batches.full()
+            if (len(self._remote_batches) >= _REMOTE_BATCHES_QUEUED
                     or self._remote_batch_bytes + size > _REMOTE_BATCH_BYTES_QUEUED):
                 self.metrics.messages_rejected.labels("batch_queue_full").inc()
                 return
-            self._remote_batches.put_nowait(msg.encoded)
+            self._remote_batches.append((time.monotonic(), msg.encoded))
             self._remote_batch_bytes += size
-            self._remote_arrivals.append(time.monotonic())
             self._deferred_fetches.received += 1
             self._remote_wake.set()
         elif isinstance(msg, BatchRequest):
@@ -505,9 +504,9 @@ class Node:
         tx it admitted now would be one more for every validator to verify: the wait of
         every tx, and of every proposal naming a batch still queued here, would grow
         without bound. Refused, the client may retry here later or at another node."""
-        if not self._max_verify_wait or not self._remote_arrivals:
+        if not self._max_verify_wait or not self._remote_batches:
             return None
-        waited = time.monotonic() - self._remote_arrivals[0]
+        waited = time.monotonic() - self._remote_batches[0][0]
         if waited <= self._max_verify_wait:
             return None
         return (f"node busy: a peer's batch has waited {waited * 1000:.0f} ms to be verified"
@@ -547,12 +546,10 @@ class Node:
             await self._remote_wake.wait()
             self._remote_wake.clear()
             self._send_due_fetches()
-            while not self._remote_batches.empty():
-                batches = [self._remote_batches.get_nowait() for _ in range(
-                    min(self._remote_batches.qsize(), _REMOTE_BATCHES_PER_CALL))]
+            while self._remote_batches:
+                batches = [self._remote_batches.popleft()[1] for _ in range(
+                    min(len(self._remote_batches), _REMOTE_BATCHES_PER_CALL))]
                 self._remote_batch_bytes -= sum(len(b) for b in batches)
-                for _ in batches:
-                    self._remote_arrivals.popleft()
                 await self._admit_remote_batches([(b, False) for b in batches])
                 self._deferred_fetches.processed += len(batches)
                 self._send_due_fetches()

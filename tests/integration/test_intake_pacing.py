@@ -83,8 +83,8 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
         for payload in gossip:          # all queued before the batch loop runs
             await node._on_peer_message(b"\x01" * 32, payload)
         answer = None
-        while node._remote_arrivals:
-            if time.monotonic() - node._remote_arrivals[0] > 0.02:
+        while node._remote_batches:
+            if time.monotonic() - node._remote_batches[0][0] > 0.02:
                 answer = await node.submit_nowait(client.kv_set(chain, b"c", b"refused"))
                 break
             await asyncio.sleep(0.001)
@@ -99,7 +99,7 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
         node._max_verify_wait = 0       # 0: never refused for this
         assert node._verify_backlog() is None
         node._max_verify_wait = 0.01
-        while node._remote_arrivals:    # caught up: admitted again
+        while node._remote_batches:     # caught up: admitted again
             await asyncio.sleep(0.01)
         h, reason, status = await node.submit_nowait(client.kv_set(chain, b"c", b"admitted"))
         assert (status, reason) == (202, None)
