@@ -11,6 +11,14 @@ and verify commit certificates and finality receipts against a validator set.
 Synchronous and dependency-free (urllib), so it can be used from any program.
 Requests go to the first URL that answers; a node that does not answer is
 skipped in favour of the next.
+
+A node that answers "not now" (503: node busy, mempool full, too many open
+connections) did not take the request: the client tries the next URL, and when
+every node said so, sends the same bytes again after a pause (50 ms, doubling up
+to 1 s) until `busy_timeout` seconds have passed since the first try; then it
+raises ClientError with status 503. Sending a refused tx again is safe: a refused
+tx was not admitted anywhere, and a tx admitted twice is answered "duplicate".
+`busy_timeout=0` raises at the first round of refusals.
 """
 
 from __future__ import annotations
@@ -48,18 +56,48 @@ class ClientError(Exception):
         self.status = status
 
 
+# A 503 whose reason starts with one of these is a refusal for now: the node took
+# nothing, and the same request may succeed later or at another node. Others (a halted
+# node) are final.
+_NOT_NOW = ("node busy", "mempool full", "too many open connections")
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.05, 1.0
+
+
+class _NotNow(Exception):
+    """Every node answered the request with a refusal for now (`_NOT_NOW`)."""
+
+
 class Client:
-    def __init__(self, urls: Sequence[str] | str, timeout: float = 10.0) -> None:
+    def __init__(self, urls: Sequence[str] | str, timeout: float = 10.0,
+                 busy_timeout: float = 30.0) -> None:
         if isinstance(urls, str):
             urls = [u for u in urls.split(",") if u]
         if not urls:
             raise ValueError("Client needs at least one node URL")
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout = timeout
+        self.busy_timeout = busy_timeout
 
     def _request(self, method: str, path: str, body: bytes | None = None,
                  timeout: float | None = None, ok: tuple[int, ...] = (200, 202)) -> Any:
+        """One request, to the first node that takes it; see the module docstring for
+        what happens when the nodes answer "not now"."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = _RETRY_FIRST_S
+        while True:
+            try:
+                return self._request_once(method, path, body, timeout, ok)
+            except _NotNow as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ClientError(f"{exc} (for {self.busy_timeout:g} s)", 503) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _RETRY_MAX_S)
+
+    def _request_once(self, method: str, path: str, body: bytes | None,
+                      timeout: float | None, ok: tuple[int, ...]) -> Any:
         last: Exception | None = None
+        busy: str | None = None
         for url in self.urls:
             req = urllib.request.Request(url + path, data=body, method=method)
             if body is not None:
@@ -76,10 +114,15 @@ class Client:
                     return None
                 if exc.code == 404 and method == "GET":
                     return None
+                if exc.code == 503 and str(detail).startswith(_NOT_NOW):
+                    busy = f"{method} {path} -> 503: {detail}"
+                    continue
                 raise ClientError(f"{method} {path} -> {exc.code}: {detail}", exc.code) from None
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 last = exc
                 continue
+        if busy is not None:
+            raise _NotNow(busy)
         raise ClientError(f"no node answered {method} {path}: {last}")
 
     def status(self) -> dict[str, Any]:

@@ -303,11 +303,12 @@ class MempoolSection:
         low=1, high=60_000,
     )
     max_verify_wait_ms: int = setting(
-        0,
+        1000,
         "Backpressure: clients' transactions are refused (503, node busy) while a peer's "
         "batch has waited longer than this to be verified: the node is behind the network's "
-        "rate, and every tx admitted then would lengthen every validator's queue. A client "
-        "must then retry (a refused tx leaves a gap in its sender's nonces). 0: off.",
+        "rate, and every tx admitted then would lengthen every validator's queue (and "
+        "finality). A client must then retry (node.client does; a refused tx leaves a gap "
+        "in its sender's nonces until it is sent again). 0: off.",
         low=0, high=600_000,
     )
 

@@ -19,6 +19,7 @@ import pytest
 
 from crypto import sha256
 from node import localnet
+from node.client import Client, ClientError
 from node.config import load_config
 from node.genesis import load_genesis
 from node.supervisor import Node, _gather
@@ -96,6 +97,19 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
         assert reason.endswith("ms to be verified (limit 10 ms); retry later"), reason
         assert busy._value.get() == refused_before + 1
         client.nonce -= 1               # refused: the wallet's next tx reuses the nonce
+        url = "http://" + node.cfg.rpc.listen
+        # The client library: refused at once with busy_timeout=0 ...
+        with pytest.raises(ClientError) as refused:
+            await asyncio.to_thread(Client(url, busy_timeout=0).submit,
+                                    client.kv_set(chain, b"c", b"refused again"))
+        client.nonce -= 1
+        assert refused.value.status == 503 and "node busy" in str(refused.value)
+        # ... and by default sends the same tx again until the node takes it.
+        retried = asyncio.create_task(asyncio.to_thread(
+            Client(url, busy_timeout=60).submit, client.kv_set(chain, b"c", b"retried")))
+        while busy._value.get() < refused_before + 3:   # refused once more at least
+            assert not retried.done(), "the client was never refused"
+            await asyncio.sleep(0.001)
         node._max_verify_wait = 0       # 0: never refused for this
         assert node._verify_backlog() is None
         node._max_verify_wait = 0.01
@@ -103,6 +117,7 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
             await asyncio.sleep(0.01)
         h, reason, status = await node.submit_nowait(client.kv_set(chain, b"c", b"admitted"))
         assert (status, reason) == (202, None)
+        assert bytes.fromhex(await retried) in node.mempool.obj._known
         # The queue empties when the last call takes its batches, before it stores them.
         stats = node.mempool.obj.stats
         for _ in range(3000):

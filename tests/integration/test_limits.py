@@ -172,7 +172,7 @@ LIMITS = {  # (section, key): documented default; each is exercised by a test be
     ("mempool", "max_txs"): 200_000,
     ("mempool", "max_bytes"): 256 * MIB,
     ("mempool", "max_tx_bytes"): 64 * 1024,
-    ("mempool", "max_verify_wait_ms"): 0,     # backpressure off (see its help)
+    ("mempool", "max_verify_wait_ms"): 1000,  # backpressure (test_intake_pacing.py)
 }
 
 
