@@ -18,7 +18,10 @@ every node said so, sends the same bytes again after a pause (50 ms, doubling up
 to 1 s) until `busy_timeout` seconds have passed since the first try; then it
 raises ClientError with status 503. Sending a refused tx again is safe: a refused
 tx was not admitted anywhere, and a tx admitted twice is answered "duplicate".
-`busy_timeout=0` raises at the first round of refusals.
+`busy_timeout=0` raises at the first round of refusals. A Wallet counts a nonce
+for each tx it signs: after a refusal, send that tx again later, or step the
+wallet back (``w.nonce -= 1``) before signing another, or the sender's later txs
+fail with a nonce gap.
 """
 
 from __future__ import annotations

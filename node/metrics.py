@@ -32,6 +32,13 @@ class NodeMetrics:
                                     registry=r)
         self.mempool_txs = Gauge("bftnode_mempool_txs", "Transactions waiting in the mempool",
                                  registry=r)
+        self.verify_queue = Gauge(
+            "bftnode_verify_queue_batches", "Peers' batches queued for verification",
+            registry=r)
+        self.verify_wait = Gauge(
+            "bftnode_verify_wait_seconds", "How long the oldest queued peer batch has waited "
+            "for verification (0 when none waits); past [mempool] max_verify_wait_ms clients' "
+            "txs are refused, node busy", registry=r)
         self.peers = Gauge("bftnode_peers", "Connected peers", registry=r)
         self.p2p_rejected = Counter("bftnode_p2p_rejected", "Peer link events refused, by reason",
                                     ["reason"], registry=r)

@@ -768,6 +768,9 @@ class Node:
     async def refresh_metrics(self) -> None:
         assert self.network is not None
         self.metrics.peers.set(len(self.network.connected_peers()))
+        queued = self._remote_batches
+        self.metrics.verify_queue.set(len(queued))
+        self.metrics.verify_wait.set(time.monotonic() - queued[0][0] if queued else 0.0)
         for reason, n in self.network.rejections().items():
             catch_up(self.metrics.p2p_rejected.labels(reason), n)
         verified, seconds = await self.mempool.call("verify_stats")

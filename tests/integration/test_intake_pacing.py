@@ -97,6 +97,10 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
         assert reason.endswith("ms to be verified (limit 10 ms); retry later"), reason
         assert busy._value.get() == refused_before + 1
         client.nonce -= 1               # refused: the wallet's next tx reuses the nonce
+        # /metrics shows the queue and its oldest batch's wait (read while they last).
+        await node.refresh_metrics()
+        assert node.metrics.verify_queue._value.get() >= 1
+        assert node.metrics.verify_wait._value.get() > 0.02
         url = "http://" + node.cfg.rpc.listen
         # The client library: refused at once with busy_timeout=0 ...
         with pytest.raises(ClientError) as refused:
@@ -118,6 +122,9 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
         h, reason, status = await node.submit_nowait(client.kv_set(chain, b"c", b"admitted"))
         assert (status, reason) == (202, None)
         assert bytes.fromhex(await retried) in node.mempool.obj._known
+        await node.refresh_metrics()
+        assert node.metrics.verify_queue._value.get() == 0
+        assert node.metrics.verify_wait._value.get() == 0
         # The queue empties when the last call takes its batches, before it stores them.
         stats = node.mempool.obj.stats
         for _ in range(3000):
