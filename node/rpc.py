@@ -77,13 +77,19 @@ class _DateHeader:
 _DATE = _DateHeader()
 
 
+# Sent with every 503 (node busy, mempool full, too many connections, halted): a hint,
+# in seconds, for clients that pace their retries by it (node.client keeps its own).
+RETRY_AFTER_S = 1
+
+
 def _fast_answer(result: tuple[str | None, str | None, int]) -> bytes:
     tx_hash, error, status = result
     body = json.dumps({"hash": tx_hash} if error is None else {"error": error}).encode()
     return b"".join((
         b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
         b"Content-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
-        % len(body), _DATE.line(), b"Server: bftnode\r\n\r\n", body))
+        % len(body), b"Retry-After: %d\r\n" % RETRY_AFTER_S if status == 503 else b"",
+        _DATE.line(), b"Server: bftnode\r\n\r\n", body))
 
 
 def _fast_body_length(head: bytes, max_body: int) -> int | None:
@@ -309,7 +315,8 @@ class _LimitedSite(web.TCPSite):
         body = json.dumps({"error": f"too many open connections (limit {limit})"}).encode()
         self._refusal = (b"HTTP/1.1 503 Service Unavailable\r\n"
                          b"Content-Type: application/json; charset=utf-8\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+                         b"Content-Length: %d\r\nRetry-After: %d\r\nConnection: close\r\n\r\n"
+                         % (len(body), RETRY_AFTER_S)) + body
 
     def _protocol(self) -> asyncio.Protocol:
         server = self._runner.server
@@ -330,7 +337,8 @@ class _LimitedSite(web.TCPSite):
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return web.json_response(data, status=status, headers=headers)
 
 
 class RpcServer:

@@ -11,7 +11,10 @@ And the loops' batching wait gives way to a cancel, so that the node can stop.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,6 +33,16 @@ from node.wire import BatchGossip
 from .harness import inprocess_node
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def _post_status(url: str, body: bytes) -> tuple[int, str | None, str]:
+    """(status, Retry-After header, error text) of a refused POST."""
+    req = urllib.request.Request(url, data=body, method="POST")
+    try:
+        urllib.request.urlopen(req, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Retry-After"), json.loads(exc.read())["error"]
+    raise AssertionError(f"POST {url} was admitted")
 
 
 def _with_node(tmp_path: Path, test: Callable[[Node], Awaitable[None]]) -> None:
@@ -102,6 +115,14 @@ def test_clients_are_refused_while_peers_batches_wait_too_long_to_be_verified(
         assert node.metrics.verify_queue._value.get() >= 1
         assert node.metrics.verify_wait._value.get() > 0.02
         url = "http://" + node.cfg.rpc.listen
+        # Over HTTP, on the fast path (a plain POST) and on aiohttp's (?wait=commit) alike:
+        # 503 with a Retry-After hint.
+        for path in ("/v1/txs", "/v1/txs?wait=commit"):
+            refused = await asyncio.to_thread(
+                _post_status, url + path, client.kv_set(chain, b"c", b"refused over http"))
+            client.nonce -= 1
+            assert refused[0] == 503 and refused[1] == "1", (path, refused)
+            assert refused[2].startswith("node busy: "), (path, refused)
         # The client library: refused at once with busy_timeout=0 ...
         with pytest.raises(ClientError) as refused:
             await asyncio.to_thread(Client(url, busy_timeout=0).submit,
