@@ -147,13 +147,16 @@ class Storage:
                     f"{SCHEMA_VERSION!r}"
                 )
 
-    def _begin(self, **kwargs: object) -> lmdb.Transaction:
-        """env.begin(), adopting a map that another process grew meanwhile."""
+    def _begin(self, env: lmdb.Environment | None = None, **kwargs: object
+               ) -> lmdb.Transaction:
+        """`env`.begin() (default: the blocks' environment), adopting a map that another
+        process grew meanwhile."""
+        env = self._env if env is None else env
         try:
-            return self._env.begin(**kwargs)
+            return env.begin(**kwargs)
         except lmdb.MapResizedError:
-            self._env.set_mapsize(0)
-            return self._env.begin(**kwargs)
+            env.set_mapsize(0)
+            return env.begin(**kwargs)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -208,14 +211,14 @@ class Storage:
                env: lmdb.Environment | None = None) -> None:
         """Run `body` in one write transaction of `env` (default: the blocks'), growing
         the map when it is full."""
+        env = self._env if env is None else env
         for _ in range(_MAX_MAP_GROWTHS):
             try:
-                with (self._begin(write=True) if env is None else env.begin(write=True)) as txn:
+                with self._begin(env, write=True) as txn:
                     body(txn)
                 return
             except lmdb.MapFullError:
-                grown = self._env if env is None else env
-                grown.set_mapsize(grown.info()["map_size"] * 2)
+                env.set_mapsize(env.info()["map_size"] * 2)
         raise StorageError(f"the store at {self.path} is full even after growing its map")
 
     def _commit_block(self, txn: lmdb.Transaction, height: int, block_bytes: bytes,
@@ -347,7 +350,7 @@ class Storage:
         save)."""
         env = self._safety()
         if env is not None:
-            with env.begin() as txn:
+            with self._begin(env) as txn:
                 data = txn.get(_SAFETY_KEY)
             if data is not None:
                 return data

@@ -504,13 +504,18 @@ class Node:
         tx it admitted now would be one more for every validator to verify: the wait of
         every tx, and of every proposal naming a batch still queued here, would grow
         without bound. Refused, the client may retry here later or at another node."""
-        if not self._max_verify_wait or not self._remote_batches:
+        if not self._max_verify_wait:
             return None
-        waited = time.monotonic() - self._remote_batches[0][0]
+        waited = self._verify_wait()
         if waited <= self._max_verify_wait:
             return None
         return (f"node busy: a peer's batch has waited {waited * 1000:.0f} ms to be verified"
                 f" (limit {self._max_verify_wait * 1000:.0f} ms); retry later")
+
+    def _verify_wait(self) -> float:
+        """Seconds the oldest queued peer batch has waited for verification (0: none)."""
+        queued = self._remote_batches
+        return time.monotonic() - queued[0][0] if queued else 0.0
 
     async def _intake_loop(self) -> None:
         """Clients' txs, one mempool call per round.
@@ -768,9 +773,8 @@ class Node:
     async def refresh_metrics(self) -> None:
         assert self.network is not None
         self.metrics.peers.set(len(self.network.connected_peers()))
-        queued = self._remote_batches
-        self.metrics.verify_queue.set(len(queued))
-        self.metrics.verify_wait.set(time.monotonic() - queued[0][0] if queued else 0.0)
+        self.metrics.verify_queue.set(len(self._remote_batches))
+        self.metrics.verify_wait.set(self._verify_wait())
         for reason, n in self.network.rejections().items():
             catch_up(self.metrics.p2p_rejected.labels(reason), n)
         verified, seconds = await self.mempool.call("verify_stats")
