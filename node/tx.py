@@ -311,6 +311,64 @@ class DecodedTxs:
 ADMITTED_TXS = DecodedTxs(max_txs=100_000, max_bytes=16 * 1024 * 1024)
 
 
+class DecodedBatches:
+    """Batches' txs and tx hashes worked out at admission, kept for execution in the same
+    process.
+
+    To apply a block the executor needs each of its batches' txs and their hashes, and
+    checks that their Merkle root is the digest the block names. The mempool worked out
+    exactly those when it sealed or admitted the batch. Where both run in one process it
+    leaves them here under the digest, with the encoded batch, and the executor takes
+    them only when the batch it was handed is that encoded batch byte for byte (one
+    memcmp) and within `decode_batch`'s default limits: they are then what decoding and
+    hashing it would give. A miss (another process, or evicted: past `max_txs`, the
+    oldest go first) decodes and hashes.
+    """
+
+    def __init__(self, max_txs: int) -> None:
+        self.max_txs = max_txs
+        self._batches: dict[bytes, tuple[bytes, tuple[bytes, ...], list[bytes]]] = {}
+        self._txs = 0
+        self._lock = threading.Lock()
+
+    def keep(self, digest: bytes, encoded: bytes, txs: tuple[bytes, ...],
+             hashes: list[bytes]) -> None:
+        """Leave batch `digest`: `encoded` is `Batch(txs).encode()`, `hashes` its tx
+        hashes, and `digest` their Merkle root."""
+        with self._lock:
+            batches = self._batches
+            old = batches.pop(digest, None)
+            if old is not None:
+                self._txs -= len(old[1])
+            batches[digest] = (encoded, txs, hashes)
+            self._txs += len(txs)
+            while batches and self._txs > self.max_txs:
+                oldest = next(iter(batches))
+                self._txs -= len(batches.pop(oldest)[1])
+
+    def take(self, digest: bytes, encoded: bytes
+             ) -> tuple[tuple[bytes, ...], list[bytes]] | None:
+        """(txs, tx hashes) of batch `digest` if `encoded` is the batch kept, else None;
+        the batch is forgotten either way."""
+        with self._lock:
+            kept = self._batches.pop(digest, None)
+            if kept is None:
+                return None
+            self._txs -= len(kept[1])
+        kept_encoded, txs, hashes = kept
+        if (kept_encoded != encoded or len(encoded) > DEFAULT_MAX_BATCH_BYTES
+                or len(txs) > MAX_BATCH_TXS):
+            return None
+        return txs, hashes
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+# This process's: a few blocks' worth of batches under overload.
+ADMITTED_BATCHES = DecodedBatches(max_txs=100_000)
+
+
 def tx_hash(data: bytes) -> bytes:
     """The 32-byte id of an encoded transaction (sha256 of its bytes)."""
     return sha256(data)
@@ -424,6 +482,7 @@ def decode_batch(data: bytes, max_size: int = DEFAULT_MAX_BATCH_BYTES) -> Batch:
 
 
 __all__ = [
+    "ADMITTED_BATCHES",
     "ADMITTED_TXS",
     "APPS",
     "BATCH_TAG",
@@ -439,6 +498,7 @@ __all__ = [
     "TX_MESSAGES",
     "TX_TAG",
     "Batch",
+    "DecodedBatches",
     "DecodedTxs",
     "Tx",
     "decode_batch",

@@ -42,7 +42,7 @@ from node.apps import (
 from node.runtime import offload, placement
 from node.storage import StoredAppState
 from node.stores import open_storage
-from node.tx import ADMITTED_TXS, PROTOCOL_MAX_TX_BYTES, decode_batch
+from node.tx import ADMITTED_BATCHES, ADMITTED_TXS, PROTOCOL_MAX_TX_BYTES, decode_batch
 from node.wire import decode_block, decode_certificate
 
 # Codes after which the sender's nonce has moved on (see node.apps).
@@ -229,11 +229,18 @@ class Executor:
         stored_batches: list[tuple[bytes, bytes]] = []
         digests = [d for d in block.payload if is_batch_digest(d)]
         for digest, (encoded, batch_verdicts) in zip(digests, batches, strict=True):
-            batch = decode_batch(encoded)
-            batch_hashes, batch_digest = batch.hashes_and_digest()
-            if batch_digest != digest:
-                raise ValueError(f"block {height}: batch {digest.hex()} content does not match")
-            raw_txs.extend(batch.txs)
+            # Decoded and hashed already where the mempool shares this process.
+            kept = ADMITTED_BATCHES.take(digest, encoded)
+            if kept is not None:
+                batch_txs, batch_hashes = kept
+            else:
+                batch = decode_batch(encoded)
+                batch_txs = batch.txs
+                batch_hashes, batch_digest = batch.hashes_and_digest()
+                if batch_digest != digest:
+                    raise ValueError(f"block {height}: batch {digest.hex()} content does "
+                                     "not match")
+            raw_txs.extend(batch_txs)
             hashes.extend(batch_hashes)
             verdicts.extend(batch_verdicts)
             stored_batches.append((digest, encoded))

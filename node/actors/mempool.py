@@ -37,10 +37,11 @@ from typing import Any
 import msgpack
 
 from consensus.codec import CodecError
-from crypto import sha256, verifier_backend
+from crypto import merkle_root, sha256, verifier_backend
 from node.actors.verifier_pool import VerifierPool, VerifierWorker
 from node.runtime import offload, placement
 from node.tx import (
+    ADMITTED_BATCHES,
     ADMITTED_TXS,
     PROTOCOL_MAX_TX_BYTES,
     Batch,
@@ -131,7 +132,7 @@ class Mempool:
                       else VerifierPool([VerifierWorker()]))
         self._tickets = itertools.count(1)
         self._prepared: dict[int, list[tuple[bytes, bytes, Tx]]] = {}
-        self._prepared_batches: dict[int, tuple[bytes, Batch, list[bytes]]] = {}
+        self._prepared_batches: dict[int, tuple[bytes, Batch, list[bytes], bytes]] = {}
         # Admitted, not yet sealed: hash -> encoded tx (insertion order = arrival order).
         self._pending: OrderedDict[bytes, bytes] = OrderedDict()
         self._pending_bytes = 0
@@ -291,7 +292,9 @@ class Mempool:
                 size += len(raw)
             batch = Batch(tuple(txs))
             encoded = batch.encode()
-            digest = batch.digest()
+            digest = merkle_root(hashes)   # = batch.digest(): the txs' hashes are known
+            if self._keep_decoded:
+                ADMITTED_BATCHES.keep(digest, encoded, batch.txs, hashes)
             self._batches[digest] = StoredBatch(encoded, b"\x01" * len(txs), hashes, True,
                                                 time.monotonic(), size)
             self._batch_bytes += size
@@ -352,7 +355,7 @@ class Mempool:
             # committed-batch memory. Nothing to store.
             return [None, digest, [[], [], []], None]
         ticket = next(self._tickets)
-        self._prepared_batches[ticket] = (encoded, batch, hashes)
+        self._prepared_batches[ticket] = (encoded, batch, hashes, digest)
         return [ticket, digest, items, None]
 
     @_locked
@@ -366,8 +369,7 @@ class Mempool:
         `max_txs` / `max_bytes`: a peer cannot fill our mempool, or our blocks, with
         junk.
         """
-        encoded, batch, hashes = self._prepared_batches.pop(ticket)
-        digest = batch.digest()
+        encoded, batch, hashes, digest = self._prepared_batches.pop(ticket)
         if not requested:
             count, nbytes = self._size()
             size = sum(len(raw) for raw in batch.txs)
@@ -384,6 +386,8 @@ class Mempool:
             size = sum(len(raw) for raw in batch.txs)
             self._batches[digest] = StoredBatch(encoded, bytes(verdicts), hashes, False,
                                                 time.monotonic(), size)
+            if self._keep_decoded:
+                ADMITTED_BATCHES.keep(digest, encoded, batch.txs, hashes)
             self._batch_bytes += size
             self._batch_txs += len(hashes)
             self.stats["remote_batches"] += 1

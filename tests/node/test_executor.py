@@ -226,15 +226,16 @@ def test_reopened_store_resumes_at_the_stored_height_and_app_hash(home):
 
 
 def test_txs_the_mempool_decoded_are_taken_not_decoded_again_with_the_same_result(tmp_path):
-    # Two executors over two homes run the same two blocks: one finds every tx decoded
-    # by a mempool in this process (ADMITTED_TXS), the other decodes each one itself.
-    from node.tx import ADMITTED_TXS, decode_tx
+    # Two executors over two homes run the same two blocks: one finds every tx and batch
+    # decoded by a mempool in this process (ADMITTED_TXS, ADMITTED_BATCHES), the other
+    # decodes and hashes each one itself. Results and stores must be identical.
+    from node.tx import ADMITTED_BATCHES, ADMITTED_TXS, decode_tx
 
     a, b = wallet(0), wallet(1)
     blocks = [[Batch((a.kv_set(CHAIN, b"x", b"1"), b.kv_set(CHAIN, b"y", b"2")))],
               [Batch((a.kv_set(CHAIN, b"x", b"3"), a.kv_set(CHAIN, b"x", b"4"))),
                Batch((b.kv_set(CHAIN, b"z", b"5"),))]]
-    results = {}
+    results, stores = {}, {}
     for kept in (True, False):
         home = str(tmp_path / f"kept-{kept}")
         ex = new_executor(home)
@@ -242,16 +243,48 @@ def test_txs_the_mempool_decoded_are_taken_not_decoded_again_with_the_same_resul
         for batches in blocks:
             raws = [raw for batch in batches for raw in batch.txs]
             ADMITTED_TXS.take(raws)                # none left over from elsewhere
+            for batch in batches:
+                ADMITTED_BATCHES.take(batch.digest(), batch.encode())
             if kept:
                 ADMITTED_TXS.keep([(raw, decode_tx(raw)) for raw in raws])
+                for batch in batches:
+                    hashes, digest = batch.hashes_and_digest()
+                    ADMITTED_BATCHES.keep(digest, batch.encode(), batch.txs, hashes)
             block = build(ex, batches, prev)
             out.append(execute(ex, block, batches))
             assert ADMITTED_TXS.take(raws) == [None] * len(raws)   # all taken
+            assert all(ADMITTED_BATCHES.take(batch.digest(), batch.encode()) is None
+                       for batch in batches)
             prev = block.hash()
         results[kept] = out
+        stores[kept] = [ex.storage.block(h) for h in (1, 2)] + [
+            ex.storage.tx(h) for batches in blocks for batch in batches
+            for h in batch.tx_hashes()]
         close_storage(home)
     assert results[True] == results[False]
+    assert stores[True] == stores[False]
     assert [r[3] for r in results[True]] == [[CODE_OK] * 2, [CODE_OK] * 3]
+
+
+def test_a_kept_batch_is_used_only_for_the_very_bytes_it_was_kept_with(home):
+    # The batch kept under the block's digest is not taken for other bytes handed over
+    # under that digest: those are decoded and checked against the digest.
+    from node.tx import ADMITTED_BATCHES
+
+    a, b = wallet(0), wallet(1)
+    batch = Batch((a.kv_set(CHAIN, b"x", b"1"),))
+    other = Batch((b.kv_set(CHAIN, b"y", b"2"),))
+    ex = new_executor(home)
+    block = build(ex, [batch], bytes(32))
+    hashes, digest = batch.hashes_and_digest()
+    ADMITTED_BATCHES.keep(digest, batch.encode(), batch.txs, hashes)
+    with pytest.raises(ValueError, match="content does not match"):
+        execute(ex, block, [other])
+    assert ex.info()[0] == 0
+    ADMITTED_BATCHES.keep(digest, batch.encode(), batch.txs, hashes)
+    result = execute(ex, block, [batch])
+    assert result[2] == batch.tx_hashes() and result[3] == [CODE_OK]
+    assert ex.app.get(b"x") == b"1" and ex.app.get(b"y") is None
 
 
 def prepare(ex: Executor, block: Block, batches: Sequence[Batch]) -> bool:

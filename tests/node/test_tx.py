@@ -304,3 +304,28 @@ def test_decoded_txs_are_taken_once_and_the_oldest_go_past_the_limits() -> None:
     assert kept.take(big) == [None, None, decode_tx(big[2]), decode_tx(big[3])]
     kept.keep([(big[0], decode_tx(big[0]))] * 2)                # the same tx twice: once
     assert kept.take(big[:1]) == [decode_tx(big[0])] and len(kept) == 0
+
+
+def test_decoded_batches_are_taken_once_for_their_own_bytes_and_the_oldest_go() -> None:
+    from node.tx import DEFAULT_MAX_BATCH_BYTES, DecodedBatches
+    from node.wallet import Wallet
+
+    w = Wallet.from_seed(b"\x08" * 32)
+    batches = [Batch(tuple(w.kv_set("c", b"k%d.%d" % (i, j), b"v") for j in range(2)))
+               for i in range(3)]
+    kept = DecodedBatches(max_txs=4)
+    for batch in batches:
+        hashes, digest = batch.hashes_and_digest()
+        kept.keep(digest, batch.encode(), batch.txs, hashes)
+    assert len(kept) == 2                                    # 6 txs > 4: the first went
+    assert kept.take(batches[0].digest(), batches[0].encode()) is None
+    # Other bytes under a kept digest: a miss, and the entry is gone.
+    assert kept.take(batches[1].digest(), batches[2].encode()) is None
+    assert kept.take(batches[1].digest(), batches[1].encode()) is None
+    assert kept.take(batches[2].digest(), bytes(batches[2].encode())) == (
+        batches[2].txs, batches[2].tx_hashes())
+    assert len(kept) == 0
+    # A batch decode_batch would refuse by its default size limit is never handed out.
+    huge = Batch((b"\x01" * (DEFAULT_MAX_BATCH_BYTES + 1),))
+    kept.keep(b"d" * 32, huge.encode(), huge.txs, huge.tx_hashes())
+    assert kept.take(b"d" * 32, huge.encode()) is None
