@@ -31,7 +31,7 @@ import logging
 import os
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -570,17 +570,24 @@ class Node:
         answers, sealed, _outcomes = msgpack.unpackb(
             await self.mempool.call("intake", packed), raw=False)
         now = time.monotonic()
+        admitted = 0
+        rejected: Counter[str] = Counter()
         for (_body, fut), (h, reason) in zip(txs, answers, strict=True):
             if reason is None:
                 self._admitted_at[h] = now
-                self.metrics.txs_admitted.inc()
+                admitted += 1
                 if not fut.done():
                     fut.set_result((h.hex(), None, 202))
                 continue
-            self.metrics.txs_rejected.labels(rejection_label(reason)).inc()
+            rejected[rejection_label(reason)] += 1
             if not fut.done():
                 status = 503 if reason.startswith("mempool full") else 400
                 fut.set_result((None, reason, status))
+        # One metric update per round and label, not per tx.
+        if admitted:
+            self.metrics.txs_admitted.inc(admitted)
+        for label, count in rejected.items():
+            self.metrics.txs_rejected.labels(label).inc(count)
         if sealed:
             assert self.network is not None
             for _digest, encoded, _count in sealed:

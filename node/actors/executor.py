@@ -253,7 +253,7 @@ class Executor:
                                                  chain_id=self.chain_id,
                                                  max_tx_bytes=PROTOCOL_MAX_TX_BYTES,
                                                  known=[known[i] for i in valid_index])
-        applied = self.app.deliver_block(height, [tx for _, tx in decoded])
+        applied = self.app.deliver_block(height, [tx for _, tx in decoded], decoded=True)
         codes = [CODE_BAD_SIGNATURE] * len(raw_txs)
         for j, code in enumerate(decode_codes):
             if code is not None:

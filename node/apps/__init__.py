@@ -175,19 +175,27 @@ class App:
             return CODE_BAD_NONCE, f"nonce {tx.nonce} already used; next nonce is {expected}"
         return self._check(tx)
 
-    def deliver_block(self, height: int, txs: Sequence[Tx]) -> list[int]:
+    def deliver_block(self, height: int, txs: Sequence[Tx], *, decoded: bool = False
+                      ) -> list[int]:
         """Apply `txs` in order as block `height`; one result code per tx.
 
         Contract: every tx was decoded by `decode_tx` and its signature verified
         for this chain (`execute_block` does both). The writes stay pending until
-        `commit`; `app_hash()` already returns the new hash.
+        `commit`; `app_hash()` already returns the new hash. `decoded=True` vouches
+        for the first half: `decode_tx` validated each tx's op for its own app, so
+        the op of a tx addressed to this app is not checked again (INVALID_OP then
+        cannot occur); without it a tx built some other way is checked here.
         """
         if self._pending is not None:
             raise AppError(f"block {self._pending[0]} was delivered but not committed")
         if height != self.height + 1:
             raise AppError(f"expected block {self.height + 1}, got block {height}")
         with self._state.reading():
-            codes = [self._deliver(tx) for tx in txs]
+            if decoded:
+                name, apply = self.name, self._apply
+                codes = [apply(tx) if tx.app == name else CODE_WRONG_APP for tx in txs]
+            else:
+                codes = [self._deliver(tx) for tx in txs]
         writes = sorted(self._overlay.items())
         self._pending = (height, chain_app_hash(self._app_hash, height, writes), writes)
         return codes
@@ -313,7 +321,7 @@ def execute_block(
         for i in rejected:
             codes[i] = CODE_BAD_SIGNATURE
         decoded = [(i, tx) for i, tx in decoded if i not in rejected]
-    applied = app.deliver_block(height, [tx for _, tx in decoded])
+    applied = app.deliver_block(height, [tx for _, tx in decoded], decoded=True)
     for (i, _), code in zip(decoded, applied, strict=True):
         codes[i] = code
     return [c if c is not None else CODE_MALFORMED for c in codes]

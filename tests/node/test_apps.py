@@ -92,6 +92,26 @@ def test_invalid_op_reaching_the_app_is_refused() -> None:
     assert app.check_tx(bogus)[0] == CODE_INVALID_OP
 
 
+def test_decoded_txs_get_the_same_codes_and_app_hash_without_the_op_check_again() -> None:
+    # deliver_block(decoded=True) skips validate_op for decode_tx's txs: same results,
+    # WRONG_APP included, for both apps.
+    a, b = wallets(2)
+    raws = [a.kv_set(CHAIN, b"k", b"1"), a.kv_set(CHAIN, b"k", b"2"),
+            a.kv_set(CHAIN, b"k", b"3"),                    # nonce 2: fine
+            b.transfer(CHAIN, a.address, 5), b.kv_delete(CHAIN, b"k"),
+            b.transfer(CHAIN, a.address, 10**6)]
+    txs = [decode_tx(raw) for raw in raws]
+    txs.insert(2, txs[0])                                  # a replayed nonce: BAD_NONCE
+    for make in (lambda: KVStore(MemoryState()),
+                 lambda: Bank(MemoryState(), genesis={b.address: 100})):
+        checked, trusted = make(), make()
+        codes = checked.deliver_block(1, txs)
+        assert trusted.deliver_block(1, txs, decoded=True) == codes
+        assert trusted.app_hash() == checked.app_hash()
+        assert trusted.pending_writes() == checked.pending_writes()
+        assert CODE_WRONG_APP in codes
+
+
 def random_kv_blocks(seed: int, heights: int) -> list[list[bytes]]:
     rng = random.Random(seed)
     ws = wallets(4)
