@@ -1,4 +1,5 @@
-"""Build hook: compiles the Cython batch verifier during a normal `pip install`.
+"""Build hook: compiles the Cython extensions during a normal `pip install`: the batch
+verifier (crypto/_verify.pyx) and the usual tx's decoder (node/_txfast.pyx).
 
 libsodium comes from PyNaCl's bundled shared object at import time (see
 crypto/_verify.pyx), so the build needs no system package and no headers beyond
@@ -14,7 +15,12 @@ extensions = [
         sources=["crypto/_verify.pyx"],
         extra_compile_args=["-O3"],
         libraries=["dl", "pthread"],
-    )
+    ),
+    Extension(
+        "node._txfast",
+        sources=["node/_txfast.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

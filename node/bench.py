@@ -170,6 +170,7 @@ def _cpu_model() -> str:
 
 def machine_info() -> dict[str, Any]:
     from crypto import verifier_backend
+    from node.tx import tx_decoder_backend
 
     try:
         import ray
@@ -179,7 +180,8 @@ def machine_info() -> dict[str, Any]:
     return {"cpu": _cpu_model(), "cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)), "arch": platform.machine(),
             "python": platform.python_version(), "os": platform.platform(terse=True),
-            "verifier_backend": verifier_backend(), "ray": ray_version,
+            "verifier_backend": verifier_backend(), "tx_decoder": tx_decoder_backend(),
+            "ray": ray_version,
             "load_average_start": _load_average(), "cpu_pressure_start": cpu_pressure()}
 
 

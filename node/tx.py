@@ -240,12 +240,24 @@ def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
     malformed msgpack, not a tx, a field out of range, a bad op, or an encoding
     that is not canonical. The signature is *not* checked here; see
     `tx_sign_items` / `verify_txs`.
+
+    The usual tx goes through the compiled `node._txfast` when it is built: the
+    same Tx for the same bytes; anything it does not take is decoded here.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CodecError(f"tx must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) > max_size:
         raise CodecError(f"tx of {len(data)} bytes exceeds the {max_size}-byte limit")
+    if _txfast is not None:
+        tx = _txfast.decode(data)
+        if tx is not None:
+            return tx
+    return _decode_tx_python(data, max_size)
+
+
+def _decode_tx_python(data: bytes, max_size: int) -> Tx:
+    """`decode_tx` of `data` (bytes within `max_size`) without the compiled fast path."""
     limits = tx_limits(max_size)
     obj = unpack(data, limits, walk_depth=False)
     if type(obj) is not list or not obj or obj[0] != TX_TAG or type(obj[0]) is not int:
@@ -261,6 +273,19 @@ def decode_tx(data: bytes, max_size: int = DEFAULT_MAX_TX_BYTES) -> Tx:
     if pack(obj) != data:
         raise CodecError("tx is not canonically encoded")
     return tx
+
+
+try:
+    from node import _txfast
+except ImportError:   # not compiled: every tx takes the Python decoder, with the same results
+    _txfast = None
+else:
+    _txfast.bind(Tx)
+
+
+def tx_decoder_backend() -> str:
+    """``"cython"`` when the usual tx is decoded by the compiled `node._txfast`."""
+    return "cython" if _txfast is not None else "python"
 
 
 class DecodedTxs:
@@ -504,6 +529,7 @@ __all__ = [
     "decode_batch",
     "decode_tx",
     "recipient",
+    "tx_decoder_backend",
     "tx_hash",
     "tx_limits",
     "tx_sign_items",

@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[dev,bench]"
-.venv/bin/python -c "import crypto, sys; b = crypto.verifier_backend(); print('bftnode installed; verifier backend:', b); sys.exit(0 if b == 'cython' else 1)"
+.venv/bin/python -c "import crypto, sys; from node.tx import tx_decoder_backend as t; b = crypto.verifier_backend(); print('bftnode installed; verifier backend:', b, '; tx decoder:', t()); sys.exit(0 if b == t() == 'cython' else 1)"
