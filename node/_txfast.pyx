@@ -50,6 +50,15 @@ def bind(tx_class):
     _Tx = tx_class
 
 
+cdef inline Py_ssize_t _body(Py_ssize_t n, Py_ssize_t i, Py_ssize_t length, Py_ssize_t *pos):
+    """`length` if that many bytes follow a header that ends at i (pos[0] moved to i),
+    else -1."""
+    if length > n - i:
+        return -1
+    pos[0] = i
+    return length
+
+
 cdef inline Py_ssize_t _str_len(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos):
     """Byte length of the str whose shortest header is at pos[0] (moved past the
     header), or -1."""
@@ -65,10 +74,7 @@ cdef inline Py_ssize_t _str_len(const unsigned char *p, Py_ssize_t n, Py_ssize_t
         i += 2
     else:
         return -1
-    if length > n - i:
-        return -1
-    pos[0] = i
-    return length
+    return _body(n, i, length, pos)
 
 
 cdef inline Py_ssize_t _bin_len(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos):
@@ -93,10 +99,18 @@ cdef inline Py_ssize_t _bin_len(const unsigned char *p, Py_ssize_t n, Py_ssize_t
         i += 5
     else:
         return -1
-    if length > n - i:
-        return -1
-    pos[0] = i
-    return length
+    return _body(n, i, length, pos)
+
+
+cdef object _bin(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos, Py_ssize_t lo,
+                 Py_ssize_t hi):
+    """The bytes of the bin of lo-hi bytes at pos[0] (moved past it), or None."""
+    cdef Py_ssize_t length = _bin_len(p, n, pos)
+    if length < lo or length > hi:
+        return None
+    value = PyBytes_FromStringAndSize(<const char *>p + pos[0], length)
+    pos[0] += length
+    return value
 
 
 cdef inline int _uint(const unsigned char *p, Py_ssize_t n, Py_ssize_t *pos,
@@ -183,12 +197,9 @@ def decode(bytes data):
         pos += 5
     else:
         return None
-    # sender
-    if pos + 34 > n or p[pos] != 0xc4 or p[pos + 1] != 32:
-        return None
-    sender = PyBytes_FromStringAndSize(<const char *>p + pos + 2, 32)
-    pos += 34
-    if _uint(p, n, &pos, &nonce) < 0:
+    # sender, nonce
+    sender = _bin(p, n, &pos, 32, 32)
+    if sender is None or _uint(p, n, &pos, &nonce) < 0:
         return None
     # op
     if pos >= n:
@@ -196,24 +207,16 @@ def decode(bytes data):
     if kvstore:
         if p[pos] == 0x93 and _is_name(p, n, pos + 1, b"set", 3):
             pos += 5
-            length = _bin_len(p, n, &pos)
-            if length < 1 or length > 256:
+            key = _bin(p, n, &pos, 1, 256)
+            value = None if key is None else _bin(p, n, &pos, 0, 65536)
+            if value is None:
                 return None
-            key = PyBytes_FromStringAndSize(<const char *>p + pos, length)
-            pos += length
-            length = _bin_len(p, n, &pos)
-            if length < 0 or length > 65536:
-                return None
-            value = PyBytes_FromStringAndSize(<const char *>p + pos, length)
-            pos += length
             op = (_SET, key, value)
         elif p[pos] == 0x92 and _is_name(p, n, pos + 1, b"del", 3):
             pos += 5
-            length = _bin_len(p, n, &pos)
-            if length < 1 or length > 256:
+            key = _bin(p, n, &pos, 1, 256)
+            if key is None:
                 return None
-            key = PyBytes_FromStringAndSize(<const char *>p + pos, length)
-            pos += length
             op = (_DEL, key)
         else:
             return None
@@ -233,10 +236,10 @@ def decode(bytes data):
         if _uint(p, n, &pos, &amount) < 0 or amount < 1:
             return None
         op = (_TRANSFER, to, amount)
-    # signature: the last 66 bytes
-    if pos + 66 != n or p[pos] != 0xc4 or p[pos + 1] != 64:
+    # signature, and nothing after it
+    signature = _bin(p, n, &pos, 64, 64)
+    if signature is None or pos != n:
         return None
-    signature = PyBytes_FromStringAndSize(<const char *>p + pos + 2, 64)
     tx = _new(_Tx)
     tx.__dict__.update(chain_id=chain_id, app=app, sender=sender, nonce=nonce, op=op,
                        signature=signature)
