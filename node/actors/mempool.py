@@ -293,12 +293,8 @@ class Mempool:
             batch = Batch(tuple(txs))
             encoded = batch.encode()
             digest = merkle_root(hashes)   # = batch.digest(): the txs' hashes are known
-            if self._keep_decoded:
-                ADMITTED_BATCHES.keep(digest, encoded, batch.txs, hashes)
-            self._batches[digest] = StoredBatch(encoded, b"\x01" * len(txs), hashes, True,
-                                                time.monotonic(), size)
-            self._batch_bytes += size
-            self._batch_txs += len(txs)
+            self._store_batch(digest, encoded, batch.txs, hashes, b"\x01" * len(txs), True,
+                              size)
             self.stats["sealed_batches"] += 1
             out.append([digest, encoded, len(txs)])
         return out
@@ -383,13 +379,8 @@ class Mempool:
         # Known by now if another copy was admitted meanwhile, or was even committed while
         # this one was being verified: storing it again would resurrect a committed batch.
         if digest not in self._batches and digest not in self._committed_batches:
-            size = sum(len(raw) for raw in batch.txs)
-            self._batches[digest] = StoredBatch(encoded, bytes(verdicts), hashes, False,
-                                                time.monotonic(), size)
-            if self._keep_decoded:
-                ADMITTED_BATCHES.keep(digest, encoded, batch.txs, hashes)
-            self._batch_bytes += size
-            self._batch_txs += len(hashes)
+            self._store_batch(digest, encoded, batch.txs, hashes, bytes(verdicts), False,
+                              sum(len(raw) for raw in batch.txs))
             self.stats["remote_batches"] += 1
             # Our own pending copies of these txs would be included twice: drop them.
             for h in hashes:
@@ -398,6 +389,18 @@ class Mempool:
                     self._pending_bytes -= len(raw)
                 self._known.add(h)
         return digest
+
+    def _store_batch(self, digest: bytes, encoded: bytes, txs: tuple[bytes, ...],
+                     hashes: list[bytes], verdicts: bytes, local: bool, size: int) -> None:
+        """Hold a sealed or admitted batch (`digest` is the root of `hashes`, `encoded`
+        is `Batch(txs).encode()`, `size` the txs' bytes), and leave its txs and hashes
+        for the executor when it shares this process (ADMITTED_BATCHES)."""
+        self._batches[digest] = StoredBatch(encoded, verdicts, hashes, local,
+                                            time.monotonic(), size)
+        self._batch_bytes += size
+        self._batch_txs += len(hashes)
+        if self._keep_decoded:
+            ADMITTED_BATCHES.keep(digest, encoded, txs, hashes)
 
     # --- one call per round: verification through the pool from here ----------------
 

@@ -191,11 +191,8 @@ class App:
         if height != self.height + 1:
             raise AppError(f"expected block {self.height + 1}, got block {height}")
         with self._state.reading():
-            if decoded:
-                name, apply = self.name, self._apply
-                codes = [apply(tx) if tx.app == name else CODE_WRONG_APP for tx in txs]
-            else:
-                codes = [self._deliver(tx) for tx in txs]
+            deliver, check_op = self._deliver, not decoded
+            codes = [deliver(tx, check_op) for tx in txs]
         writes = sorted(self._overlay.items())
         self._pending = (height, chain_app_hash(self._app_hash, height, writes), writes)
         return codes
@@ -231,13 +228,14 @@ class App:
 
     # --- for subclasses --------------------------------------------------------------
 
-    def _deliver(self, tx: Tx) -> int:
+    def _deliver(self, tx: Tx, check_op: bool = True) -> int:
         if tx.app != self.name:
             return CODE_WRONG_APP
-        try:
-            validate_op(tx.app, tx.op)
-        except CodecError:
-            return CODE_INVALID_OP
+        if check_op:
+            try:
+                validate_op(tx.app, tx.op)
+            except CodecError:
+                return CODE_INVALID_OP
         return self._apply(tx)
 
     def _get(self, key: bytes) -> bytes | None:
