@@ -289,10 +289,12 @@ class MempoolSection:
         low=128, high=4 * _MIB,
     )
     batch_max_txs: int = setting(
-        2000, "A batch is sealed when it holds this many transactions...", low=1, high=1_000_000,
+        2000, "A batch is sealed when it holds this many transactions (at most the "
+        "protocol's 100,000)...", low=1, high=1_000_000,
     )
     batch_max_bytes: int = setting(
-        4_000_000, "...or this many bytes (must fit in [p2p] max_frame_bytes)...",
+        4_000_000, "...or this many bytes of encoded transactions (leaving 64 KiB of room "
+        "under both [p2p] max_frame_bytes and the protocol's 4 MiB batch limit)...",
         low=1 * _KIB, high=64 * _MIB,
     )
     batch_timeout_ms: int = setting(
@@ -500,6 +502,20 @@ class NodeConfig:
                 f"[mempool] batch_max_bytes = {self.mempool.batch_max_bytes} must leave 64 KiB "
                 f"of framing room under [p2p] max_frame_bytes = {self.p2p.max_frame_bytes}: "
                 "a batch is gossiped in one frame"
+            )
+        # Peers' mempools, every executor and the block store decode a batch under the
+        # protocol's fixed limits, whatever this node's own settings: a batch over them
+        # would be refused by its peers and would halt any node whose block named it.
+        from node.tx import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_TXS
+        if self.mempool.batch_max_txs > MAX_BATCH_TXS:
+            raise ConfigError(
+                f"[mempool] batch_max_txs = {self.mempool.batch_max_txs} exceeds the "
+                f"protocol's {MAX_BATCH_TXS} transactions per batch"
+            )
+        if self.mempool.batch_max_bytes > DEFAULT_MAX_BATCH_BYTES - 64 * _KIB:
+            raise ConfigError(
+                f"[mempool] batch_max_bytes = {self.mempool.batch_max_bytes} must leave 64 KiB "
+                f"under the protocol's {DEFAULT_MAX_BATCH_BYTES}-byte batch limit"
             )
         if self.mempool.max_tx_bytes > self.rpc.max_body_bytes:
             raise ConfigError(

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -43,6 +43,7 @@ from node.runtime import offload, placement
 from node.tx import (
     ADMITTED_BATCHES,
     ADMITTED_TXS,
+    DEFAULT_MAX_BATCH_BYTES,
     PROTOCOL_MAX_TX_BYTES,
     Batch,
     Tx,
@@ -50,6 +51,12 @@ from node.tx import (
     decode_tx,
     tx_sign_items,
 )
+
+
+def _bin_header_size(n: int) -> int:
+    """Bytes msgpack puts before a bin of n bytes."""
+    return 2 if n < 0x100 else 3 if n < 0x10000 else 5
+
 
 # How many committed tx hashes and batch digests are remembered to refuse replays.
 _RECENT_COMMITTED = 500_000
@@ -92,8 +99,8 @@ class MempoolLimits:
     max_bytes: int = 256 * 1024 * 1024
     max_tx_bytes: int = 64 * 1024
     batch_max_txs: int = 2000
-    batch_max_bytes: int = 4_000_000
-    max_batch_bytes: int = 4 * 1024 * 1024
+    batch_max_bytes: int = 4_000_000   # encoded txs of a batch this node seals
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES   # a peer's batch, as received
 
 
 @dataclass
@@ -123,7 +130,11 @@ class Mempool:
                  verifiers: Sequence[Any] | None = None, keep_decoded: bool = False) -> None:
         self.chain_id = chain_id
         self.app = app
-        self.limits = limits
+        # A peer's batch is decoded under the protocol's limit even where this node's
+        # frames are larger: every executor decodes it under that limit, so a batch over
+        # it stored here would halt this node once a block named it.
+        self.limits = replace(
+            limits, max_batch_bytes=min(limits.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES))
         # The executor runs in this process: leave it the decoded txs (ADMITTED_TXS).
         self._keep_decoded = keep_decoded
         # Ray handles of the VerifierPool's workers; none: one worker in this process (the
@@ -280,10 +291,14 @@ class Mempool:
                 break
             txs: list[bytes] = []
             hashes: list[bytes] = []
-            size = 0
+            size = encoded_size = 0
             while self._pending and len(txs) < self.limits.batch_max_txs:
                 h, raw = next(iter(self._pending.items()))
-                if txs and size + len(raw) > self.limits.batch_max_bytes:
+                # Counted as encoded (with each tx's msgpack header), so that a batch of
+                # many small txs still fits the frame room that [mempool] batch_max_bytes
+                # leaves.
+                encoded_size += len(raw) + _bin_header_size(len(raw))
+                if txs and encoded_size > self.limits.batch_max_bytes:
                     break
                 self._pending.popitem(last=False)
                 self._pending_bytes -= len(raw)

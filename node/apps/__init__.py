@@ -51,6 +51,7 @@ import contextlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from operator import itemgetter
 from typing import Protocol
 
 from consensus.codec import CodecError, pack
@@ -193,7 +194,7 @@ class App:
         with self._state.reading():
             deliver, check_op = self._deliver, not decoded
             codes = [deliver(tx, check_op) for tx in txs]
-        writes = sorted(self._overlay.items())
+        writes = sorted(self._overlay.items(), key=itemgetter(0))   # keys are unique
         self._pending = (height, chain_app_hash(self._app_hash, height, writes), writes)
         return codes
 

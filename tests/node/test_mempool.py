@@ -11,7 +11,7 @@ import msgpack
 from crypto import merkle_root, sha256, verify_batch
 from node.actors.mempool import Mempool, MempoolLimits
 from node.actors.verifier_pool import VerifierPool, VerifierWorker
-from node.tx import Batch, decode_batch, decode_tx
+from node.tx import DEFAULT_MAX_BATCH_BYTES, Batch, decode_batch, decode_tx
 from node.wallet import Wallet
 
 CHAIN = "mempool-chain"
@@ -241,10 +241,33 @@ def test_seal_by_size_and_by_force():
 
 def test_seal_splits_by_bytes():
     txs = kv_txs(wallet(0), 5, size=100)
-    mp = Mempool(CHAIN, "kvstore", MempoolLimits(batch_max_bytes=2 * len(txs[0])))
+    # batch_max_bytes counts each tx as encoded in the batch, msgpack header included.
+    mp = Mempool(CHAIN, "kvstore", MempoolLimits(batch_max_bytes=2 * len(msgpack.packb(txs[0]))))
     admit(mp, txs)
     sizes = [len(decode_batch(e).txs) for _, e in seal(mp)]
     assert sizes == [2, 2, 1]
+
+
+def test_sealed_batch_of_small_txs_stays_within_batch_max_bytes():
+    # Raw sizes alone would let 10 txs in; their msgpack headers push the tenth out, and
+    # a batch of many small txs would otherwise outgrow the frame room the config leaves.
+    txs = kv_txs(wallet(0), 30, size=1)
+    limit = 10 * len(txs[0])
+    mp = Mempool(CHAIN, "kvstore", MempoolLimits(batch_max_bytes=limit))
+    admit(mp, txs)
+    batches = [decode_batch(e).txs for _, e in seal(mp)]
+    assert sum(len(b) for b in batches) == 30
+    assert all(sum(len(msgpack.packb(t)) for t in b) <= limit for b in batches)
+    assert len(batches[0]) == 9
+
+
+def test_peer_batch_over_the_protocol_limit_is_refused_whatever_the_frame_size():
+    # A node with larger frames still refuses what every executor would refuse.
+    mp = Mempool(CHAIN, "kvstore", MempoolLimits(max_batch_bytes=2 * DEFAULT_MAX_BATCH_BYTES))
+    assert mp.limits.max_batch_bytes == DEFAULT_MAX_BATCH_BYTES
+    huge = Batch((b"\x01" * (DEFAULT_MAX_BATCH_BYTES + 1),)).encode()
+    ticket, _digest, _items, reason = prepare_batch(mp, huge)
+    assert ticket is None and reason.startswith("malformed batch")
 
 
 # --- peer batches ------------------------------------------------------------------------
