@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from consensus.engine import BlockCheck, Engine, EngineConfig, ProposalContent
@@ -125,6 +126,7 @@ class SimNode:
         self.verify = verify
         self.equivocator = equivocator
         self.store = MemorySafetyStore()
+        self.signer: SafetyRules | None = None
         self.decided: list[tuple[Any, Any]] = []
         self.engine: Engine | None = None
         self.source: SimBlockSource | None = None
@@ -139,17 +141,25 @@ class SimNode:
         """Build a fresh engine after the last decided block and start it."""
         self.source = source
         prev = self.decided[-1][0].hash() if self.decided else bytes(32)
+        self.signer = SafetyRules(self.key, self.store, self.chain_id)
         self.engine = Engine(
             chain_id=self.chain_id,
             validators=self.validators,
-            signer=SafetyRules(self.key, self.store, self.chain_id),
+            signer=self.signer,
             source=source,
             config=self.config,
             height=len(self.decided) + 1,
             prev_block_hash=prev,
             verify=self.verify,
         )
-        return self.engine.start()
+        with self.one_save():
+            return self.engine.start()
+
+    def one_save(self) -> AbstractContextManager[None]:
+        """As the node's ConsensusHost does: what one engine call signs is saved once,
+        when the call returns, and only then do its outputs leave (a crash comes
+        between calls here)."""
+        return self.signer.deferred_saves() if self.signer is not None else nullcontext()
 
     def crash(self, amnesia: bool = False) -> None:
         """Lose everything but the safety store and the decided blocks. With `amnesia`
@@ -158,6 +168,7 @@ class SimNode:
         if amnesia:
             self.store = MemorySafetyStore()
         self.engine = None
+        self.signer = None
         self.source = None
         self.incarnation += 1
         self.crashes += 1

@@ -270,7 +270,8 @@ class Simulation:
         (InvalidMessage & co) is what a peer's garbage costs: logged in the trace.
         Any other exception is an engine bug: recorded as a violation."""
         try:
-            outs = fn()
+            with node.one_save():
+                outs = fn()
         except (ConsensusError, CodecError) as exc:
             self._note(node.spec.instance, f"{what} rejected: {type(exc).__name__}: {exc}")
             return

@@ -93,6 +93,60 @@ def test_state_is_saved_before_the_signature_is_returned():
     assert seen[-1].signature == signed.signature
 
 
+def test_deferred_saves_save_once_on_the_way_out():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    block = make_block(VSET, PK)
+    with rules.deferred_saves():
+        p = rules.sign_proposal(Proposal(1, 0, -1, block, PK))
+        with rules.deferred_saves():  # a nested block joins the outer one
+            v = rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, block.hash()))
+        assert store.saves == 0 and store.state is None
+        # The checks run on the state in memory, ahead of the store's.
+        with pytest.raises(SafetyViolation):
+            rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, B2))
+        with pytest.raises(SafetyViolation):
+            rules.sign_proposal(Proposal(1, 0, -1, make_block(VSET, PK, tag=b"x"), PK))
+    assert verify_one(PK, p.sign_bytes(CHAIN), p.signature)
+    assert store.saves == 1
+    assert store.state.step is Step.PREVOTE and store.state.signature == v.signature
+    # A restart from the store refuses to go back below what the block signed.
+    with pytest.raises(SafetyViolation):
+        SafetyRules(KEY, store, CHAIN).sign_vote(vote(VoteKind.PREVOTE, 1, 0, B2))
+    # Outside a block, one save per new signature again; a block that signs nothing
+    # saves nothing.
+    rules.sign_vote(vote(VoteKind.PRECOMMIT, 1, 0, block.hash()))
+    assert store.saves == 2
+    with rules.deferred_saves():
+        rules.lock(1)
+    assert store.saves == 2
+
+
+def test_deferred_saves_save_when_the_block_raises_and_a_failed_save_raises():
+    store = MemorySafetyStore()
+    rules = SafetyRules(KEY, store, CHAIN)
+    with pytest.raises(RuntimeError, match="engine bug"):
+        with rules.deferred_saves():
+            rules.sign_vote(vote(VoteKind.PREVOTE, 1, 0, B1))
+            raise RuntimeError("engine bug")
+    assert store.saves == 1 and store.state.step is Step.PREVOTE
+
+    class FailingStore(MemorySafetyStore):
+        def save(self, state: SafetyState) -> None:
+            raise OSError("disk full")
+
+    failing = SafetyRules(KEY, FailingStore(), CHAIN)
+    signed = []
+    with pytest.raises(OSError, match="disk full"):
+        with failing.deferred_saves():
+            signed.append(failing.sign_vote(vote(VoteKind.PREVOTE, 1, 0, B1)))
+    # The caller sees the failure before it could release the vote; the rules stay
+    # ahead of the store, so they never sign a conflicting one either.
+    assert len(signed) == 1
+    with pytest.raises(SafetyViolation):
+        failing.sign_vote(vote(VoteKind.PREVOTE, 1, 0, B2))
+
+
 def test_across_restarts_refuses_double_sign_and_resigns_identically():
     store = MemorySafetyStore()
     before = SafetyRules(KEY, store, CHAIN).sign_vote(vote(VoteKind.PREVOTE, 7, 3, B1))

@@ -339,6 +339,26 @@ def test_the_proposer_hands_out_its_own_block(tmp_path):
         home.crash()
 
 
+def test_a_call_that_signs_twice_saves_once_before_returning(tmp_path):
+    # The proposer signs its proposal and its own prevote in one call: one fsync.
+    proposer = next(k for k in KEYS if k.public_key == VSET4.proposer(1, 0))
+    home = Home(tmp_path, proposer, KEYS)
+    try:
+        host = home.host()
+        saved = []
+        store = host.signer._store
+        real_save = store.save
+        store.save = lambda state: (saved.append(state), real_save(state))
+        outs = outputs(host.start())
+        assert [describe(m)[0] for m in sent(outs)] == ["proposal", "prevote"]
+        assert len(saved) == 1
+        durable = decode_safety_state(host.storage.load_safety())
+        prevote = sent(outs)[1]
+        assert durable.step is Step.PREVOTE and durable.signature == prevote.signature
+    finally:
+        home.crash()
+
+
 def test_garbage_from_a_peer_is_counted_not_raised(four):
     home, _ = four
     host = home.host()
