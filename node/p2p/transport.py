@@ -54,6 +54,11 @@ FRAME_READY = 2
 FRAME_OVERHEAD = TAG_SIZE + 1
 """Bytes a frame adds to its payload inside the length prefix: kind byte and AEAD tag."""
 READ_CHUNK = 64 * 1024
+# What one write may gather from the send queue: the messages queued by the time the
+# write loop runs (a consensus call's proposal and votes, an intake round's batch) go
+# out in one send instead of one each; the bounds keep one write from holding the loop.
+WRITE_MAX_FRAMES = 64
+WRITE_MAX_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -207,11 +212,21 @@ class PeerLink:
         asyncio.get_running_loop().call_later(self.idle_timeout, transport.abort)
 
     def _write_frame(self, kind: int, body: bytes = b"") -> None:
-        # Seal and write with no await in between: frame order is nonce order.
-        ciphertext = self._channel.encrypt(bytes([kind]) + body)
-        self._writer.writelines((frame_header(len(ciphertext), self.max_frame_bytes), ciphertext))
+        self._write_frames(kind, [body])
+
+    def _write_frames(self, kind: int, bodies: list[bytes]) -> None:
+        """Seal each body into a frame and write them all at once. No await between
+        sealing and writing: frame order is nonce order."""
+        parts: list[bytes] = []
+        sent = 0
+        for body in bodies:
+            ciphertext = self._channel.encrypt(bytes([kind]) + body)
+            parts.append(frame_header(len(ciphertext), self.max_frame_bytes))
+            parts.append(ciphertext)
+            sent += LENGTH_PREFIX_SIZE + len(ciphertext)
+        self._writer.writelines(parts)
         self.last_sent = time.monotonic()
-        self.bytes_sent += LENGTH_PREFIX_SIZE + len(ciphertext)
+        self.bytes_sent += sent
 
     async def run(self, outgoing: SendQueue,
                   deliver: Callable[[bytes], Awaitable[None]]) -> None:
@@ -293,9 +308,17 @@ class PeerLink:
 
     async def _write_loop(self, outgoing: SendQueue) -> None:
         while True:
-            payload = await outgoing.get()
-            self._write_frame(FRAME_DATA, payload)
-            self.messages_sent += 1
+            payload: bytes | None = await outgoing.get()
+            batch: list[bytes] = []
+            size = 0
+            while payload is not None:
+                batch.append(payload)
+                size += len(payload)
+                if len(batch) >= WRITE_MAX_FRAMES or size >= WRITE_MAX_BYTES:
+                    break
+                payload = outgoing.get_nowait()
+            self._write_frames(FRAME_DATA, batch)
+            self.messages_sent += len(batch)
             await self._writer.drain()
 
     async def _keepalive_loop(self) -> None:

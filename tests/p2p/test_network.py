@@ -8,7 +8,7 @@ import pytest
 
 import node.p2p
 from crypto.keys import PrivateKey
-from node.p2p import REJECTION_REASONS, NetworkConfig, PeerAddress, PeerNetwork
+from node.p2p import REJECTION_REASONS, NetworkConfig, PeerAddress, PeerNetwork, transport
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -207,6 +207,31 @@ def test_links_work_on_uvloop():
     finally:
         loop.close()
     assert [p for _, p in got] == [b"over uvloop"]
+
+
+async def test_messages_queued_together_go_out_in_few_writes_and_in_order(cluster, until,
+                                                                          monkeypatch):
+    ka, kb = PrivateKey.generate(), PrivateKey.generate()
+    b = await cluster.node(kb, allowed={ka.public_key})
+    a = await cluster.node(ka, peers=(b.address,))
+    await until(lambda: a.net.connected_peers() == [kb.public_key], what="link a->b")
+    writes: list[int] = []
+    real = transport.PeerLink._write_frames
+
+    def counting(self, kind, bodies):
+        if kind == transport.FRAME_DATA:
+            writes.append(len(bodies))
+        return real(self, kind, bodies)
+
+    monkeypatch.setattr(transport.PeerLink, "_write_frames", counting)
+    burst = [b"m%d" % i for i in range(200)]
+    for payload in burst:          # no await in between: all queued before a write
+        assert a.net.send(kb.public_key, payload)
+    await until(lambda: len(b.received()) == 200)
+    assert b.received() == burst
+    assert sum(writes) == 200
+    assert len(writes) == -(-200 // transport.WRITE_MAX_FRAMES)   # 64, 64, 64, 8
+    assert max(writes) == transport.WRITE_MAX_FRAMES
 
 
 async def test_full_queue_drops_oldest_and_counts(cluster, until):
