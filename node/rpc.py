@@ -77,9 +77,14 @@ class _DateHeader:
 _DATE = _DateHeader()
 
 
-# Sent with every 503 (node busy, mempool full, too many connections, halted): a hint,
-# in seconds, for clients that pace their retries by it (node.client keeps its own).
+# Sent with every 503 that refuses for now (node busy, mempool full, too many
+# connections): a hint, in seconds, for clients that pace their retries by it
+# (node.client keeps its own). Not with a halted node's 503: retrying will not help.
 RETRY_AFTER_S = 1
+
+
+def _retry_after(status: int, error: str | None) -> bool:
+    return status == 503 and not (error or "").startswith("node halted")
 
 
 def _fast_answer(result: tuple[str | None, str | None, int]) -> bytes:
@@ -88,8 +93,8 @@ def _fast_answer(result: tuple[str | None, str | None, int]) -> bytes:
     return b"".join((
         b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode()),
         b"Content-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
-        % len(body), b"Retry-After: %d\r\n" % RETRY_AFTER_S if status == 503 else b"",
-        _DATE.line(), b"Server: bftnode\r\n\r\n", body))
+        % len(body), b"Retry-After: %d\r\n" % RETRY_AFTER_S if _retry_after(status, error)
+        else b"", _DATE.line(), b"Server: bftnode\r\n\r\n", body))
 
 
 def _fast_body_length(head: bytes, max_body: int) -> int | None:
@@ -337,7 +342,8 @@ class _LimitedSite(web.TCPSite):
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    error = data.get("error") if isinstance(data, dict) else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if _retry_after(status, error) else None
     return web.json_response(data, status=status, headers=headers)
 
 

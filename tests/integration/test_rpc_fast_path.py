@@ -164,3 +164,34 @@ def test_requests_the_fast_path_does_not_serve_go_to_aiohttp(tmp_path: Path) -> 
         assert node.metrics.http_rejected.labels("empty_body")._value.get() == 1
 
     _with_node(tmp_path, check)
+
+
+def test_a_halted_node_refuses_without_a_retry_hint(tmp_path: Path) -> None:
+    # Retry-After tells a client the refusal is for now; a halted node's is final.
+    async def raw_answer(port: int, body: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(_post(body))
+            await writer.drain()
+            async with asyncio.timeout(30):
+                data = b""
+                while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            return data
+        finally:
+            writer.close()
+
+    async def check(node: Node, fast: int, slow: int) -> None:
+        tx = Wallet.generate().kv_set(node.chain_id, b"k", b"v")
+        node.halt("test: the executor failed")
+        for port in (fast, slow):
+            answer = await raw_answer(port, tx)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503"), answer
+            assert json.loads(body)["error"] == "node halted: test: the executor failed"
+            assert b"retry-after" not in head.lower(), head
+
+    _with_node(tmp_path, check)
