@@ -34,6 +34,7 @@ def _install(folder: str) -> None:  # noqa: C901 - one wrapper per traced method
     import threading
     import time
 
+    os.makedirs(folder, exist_ok=True)
     out = open(os.path.join(folder, f"{os.getpid()}.jsonl"), "w", buffering=1 << 16)  # noqa: SIM115
     lock = threading.Lock()
 

@@ -21,6 +21,7 @@ def test_the_tracer_wraps_every_method_it_names(tmp_path):
         "import node.supervisor as s\n"
         "assert hasattr(s.Node._intake, '__wrapped__')\n"
     )
+    tmp_path = tmp_path / "made by the tracer"
     env = dict(os.environ, BFTNODE_STAGE_TRACE=str(tmp_path),
                PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'scripts' / 'stage_trace'}")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
