@@ -1,6 +1,6 @@
 """Where a transaction's finality goes, stage by stage, from a localnet's stage trace.
 
-    BFTNODE_STAGE_TRACE=/tmp/trace PYTHONPATH=.:scripts/stage_trace \\
+    BFTNODE_STAGE_TRACE=/tmp/trace PYTHONPATH=$PWD:$PWD/scripts/stage_trace \\
         .venv/bin/python -m node.bench --validators 4 --rate 2000 --duration 20
     .venv/bin/python scripts/stage_trace.py /tmp/trace
 

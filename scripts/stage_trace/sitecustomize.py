@@ -9,11 +9,12 @@ executor's answers. It reaches into private methods of node.supervisor.Node and
 node.actors.consensus_host.ConsensusHost, so a rename there stops a record: it then
 writes an ["error", ...] line at start, and scripts/stage_trace.py says so.
 
-    BFTNODE_STAGE_TRACE=/tmp/trace PYTHONPATH=.:scripts/stage_trace \\
+    BFTNODE_STAGE_TRACE=/tmp/trace PYTHONPATH=$PWD:$PWD/scripts/stage_trace \\
         .venv/bin/python -m node.bench --validators 4 --rate 2000 --duration 20
     .venv/bin/python scripts/stage_trace.py /tmp/trace
 
-The bench's nodes must run in the in-supervisor layout (the localnet preset): the
+PYTHONPATH must hold absolute paths: the bench's nodes run in another directory. The
+bench's nodes must run in the in-supervisor layout (the localnet preset): the
 mempool, consensus host and executor in the node's own process. Timestamps are
 time.time(); one machine, one clock.
 """
