@@ -61,13 +61,13 @@ class ClientError(Exception):
 
 # A 503 whose reason starts with one of these is a refusal for now: the node took
 # nothing, and the same request may succeed later or at another node. Others (a halted
-# node) are final.
-_NOT_NOW = ("node busy", "mempool full", "too many open connections")
+# node) are final. The server sends Retry-After with exactly these (node/rpc.py).
+REFUSED_FOR_NOW = ("node busy", "mempool full", "too many open connections")
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.05, 1.0
 
 
 class _NotNow(Exception):
-    """Every node answered the request with a refusal for now (`_NOT_NOW`)."""
+    """Every node answered the request with a refusal for now (`REFUSED_FOR_NOW`)."""
 
 
 class Client:
@@ -117,7 +117,7 @@ class Client:
                     return None
                 if exc.code == 404 and method == "GET":
                     return None
-                if exc.code == 503 and str(detail).startswith(_NOT_NOW):
+                if exc.code == 503 and str(detail).startswith(REFUSED_FOR_NOW):
                     busy = f"{method} {path} -> 503: {detail}"
                     continue
                 raise ClientError(f"{method} {path} -> {exc.code}: {detail}", exc.code) from None

@@ -38,6 +38,8 @@ from aiohttp import WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from node.client import REFUSED_FOR_NOW
+
 if TYPE_CHECKING:
     from node.supervisor import Node
 
@@ -78,13 +80,14 @@ _DATE = _DateHeader()
 
 
 # Sent with every 503 that refuses for now (node busy, mempool full, too many
-# connections): a hint, in seconds, for clients that pace their retries by it
-# (node.client keeps its own). Not with a halted node's 503: retrying will not help.
+# connections; node.client's REFUSED_FOR_NOW, the client's own test of the same): a
+# hint, in seconds, for clients that pace their retries by it (node.client keeps its
+# own). Not with a halted node's 503: retrying will not help.
 RETRY_AFTER_S = 1
 
 
 def _retry_after(status: int, error: str | None) -> bool:
-    return status == 503 and not (error or "").startswith("node halted")
+    return status == 503 and (error or "").startswith(REFUSED_FOR_NOW)
 
 
 def _fast_answer(result: tuple[str | None, str | None, int]) -> bytes:
