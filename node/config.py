@@ -333,7 +333,10 @@ class ConsensusSection:
         low=0, high=600_000,
     )
     block_interval_ms: int = setting(
-        0, "Least time between blocks; 0 starts the next height as soon as one commits.",
+        20, "Least time from one commit to the next proposal; 0 starts the next height as "
+        "soon as one commits. Heights back to back keep a busy machine's cores saturated "
+        "with near-empty blocks; 20 gave lower CPU per tx and equal or lower finality on "
+        "the 2-core bench machine (docs/BENCHMARKS.md). Where cores idle, 0 is lowest.",
         low=0, high=3_600_000,
     )
     empty_block_interval_ms: int = setting(

@@ -49,7 +49,7 @@ def test_defaults_are_the_documented_ones():
     assert cfg.p2p.listen == "127.0.0.1:26656" and cfg.p2p.max_frame_bytes == 4194304
     assert cfg.rpc.listen == "127.0.0.1:26657" and cfg.rpc.wait_timeout_s == 30.0
     assert cfg.mempool.batch_max_bytes == 4_000_000 and cfg.mempool.batch_timeout_ms == 20
-    assert cfg.consensus.timeout_propose_ms == 1000 and cfg.consensus.block_interval_ms == 0
+    assert cfg.consensus.timeout_propose_ms == 1000 and cfg.consensus.block_interval_ms == 20
     assert cfg.ray.address == "" and cfg.ray.include_dashboard is False
     assert cfg.ray.namespace_for("abc") == "bftnode-abc"
     assert cfg.storage.map_size_mb == 1024
