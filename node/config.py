@@ -336,7 +336,8 @@ class ConsensusSection:
         20, "Least time from one commit to the next proposal; 0 starts the next height as "
         "soon as one commits. Heights back to back keep a busy machine's cores saturated "
         "with near-empty blocks; 20 gave lower CPU per tx and equal or lower finality on "
-        "the 2-core bench machine (docs/BENCHMARKS.md). Where cores idle, 0 is lowest.",
+        "the 2-core bench machine (docs/BENCHMARKS.md). Where cores idle, or with one "
+        "validator, 0 is lowest.",
         low=0, high=3_600_000,
     )
     empty_block_interval_ms: int = setting(
