@@ -137,6 +137,7 @@ class Node:
         # Peers' batches waiting for verification: (when it arrived, encoded batch).
         self._remote_batches: deque[tuple[float, bytes]] = deque()
         self._remote_batch_bytes = 0
+        self._receive_lock = asyncio.Lock()    # one receive_batches call at a time
         self._max_verify_wait = cfg.mempool.max_verify_wait_ms / 1000.0
         self._decided: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
         self._to_prepare: bytes | None = None    # latest block to apply ahead of its decision
@@ -439,11 +440,16 @@ class Node:
         answer), so it is stored whatever it holds."""
         if not items:
             return
-        # Batches this node asked for count as requested whichever way they arrive.
-        packed = msgpack.packb([[[encoded, requested] for encoded, requested in items],
-                                list(self._fetching)])
-        self._stored_batches(msgpack.unpackb(
-            await self.mempool.call("receive_batches", packed), raw=False))
+        # One call at a time. A node that falls behind gets the batches of the blocks it
+        # syncs while its queue still holds gossiped copies of the same batches: two calls
+        # at once each verified their copy (a lagging validator verified up to 2 signatures
+        # per committed tx at overload). One after the other, the later copy is "known".
+        async with self._receive_lock:
+            # Batches this node asked for count as requested whichever way they arrive.
+            packed = msgpack.packb([[[encoded, requested] for encoded, requested in items],
+                                    list(self._fetching)])
+            self._stored_batches(msgpack.unpackb(
+                await self.mempool.call("receive_batches", packed), raw=False))
 
     def _stored_batches(self, outcomes: list) -> None:
         """Count and hand to consensus what the mempool did with peers' batches."""

@@ -431,9 +431,11 @@ class Mempool:
 
         Returns packed ``[[digest|None, outcome, tx count], ...]`` in input order, outcome
         one of ``"stored"`` (every signature valid), ``"held"`` (stored because a block or
-        proposal names it, though a signature failed: never proposed), ``"known"``,
-        ``"bad_signature"`` or ``"mempool_full"`` (refused), or ``"malformed: <why>"``;
-        the count is the stored batch's (0 when this mempool does not hold it).
+        proposal names it, though a signature failed: never proposed; a later copy of it
+        is "held" too), ``"known"`` (held already with every signature valid, or
+        committed), ``"bad_signature"`` or ``"mempool_full"`` (refused), or
+        ``"malformed: <why>"``; the count is the stored batch's (0 when this mempool does
+        not hold it). Copies of one batch in one call are verified once (`_prepare_remote`).
         """
         items, fetching = msgpack.unpackb(packed, raw=False)
         decoded = self._decode_remote(items)
@@ -492,9 +494,23 @@ class Mempool:
 
     def _prepare_remote(self, items: list, decoded: list[tuple]
                         ) -> tuple[list, list[list[bytes]]]:
-        """`_register_batch` of each peer batch; `decoded` is `_decode_remote(items)`."""
-        prepared = [self._register_batch(e, d)
-                    for (e, _requested), d in zip(items, decoded, strict=True)]
+        """`_register_batch` of each peer batch; `decoded` is `_decode_remote(items)`.
+
+        A batch that comes twice in one call (a gossiped copy and a fetched one, say) is
+        verified once: the later copy gets no ticket, and `_admit_remote` answers it as
+        the first copy went. (Copies in concurrent calls are each verified: the
+        supervisor makes one such call at a time.)"""
+        prepared = []
+        registered: set[bytes] = set()
+        for (e, _requested), d in zip(items, decoded, strict=True):
+            digest = d[2]
+            if digest in registered:
+                prepared.append([None, digest, [[], [], []], None])
+                continue
+            p = self._register_batch(e, d)
+            if p[0] is not None:
+                registered.add(digest)
+            prepared.append(p)
         pks = [pk for p in prepared for pk in p[2][0]]
         msgs = [m for p in prepared for m in p[2][1]]
         sigs = [sg for p in prepared for sg in p[2][2]]
@@ -504,25 +520,39 @@ class Mempool:
                       fetching: set[bytes]) -> list[list]:
         out: list[list] = []
         offset = 0
-        for (_e, requested), (ticket, digest, (p, _m, _s), reason) in zip(
-                items, prepared, strict=True):
+        # A batch is stored whatever it holds if any of its copies here was asked for.
+        requested_digests = set(fetching)
+        requested_digests.update(p[1] for (_e, requested), p in zip(items, prepared, strict=True)
+                                 if requested and p[1] is not None)
+        refused: dict[bytes, str] = {}   # first copies refused in this call
+        for ticket, digest, (p, _m, _s), reason in prepared:
             if reason is not None:
                 out.append([digest, f"malformed: {reason}"])
                 continue
             if ticket is None:
-                out.append([digest, "known"])
+                out.append([digest, refused.get(digest) or self._known_outcome(digest)])
                 continue
             v = verdicts[offset:offset + len(p)]
             offset += len(p)
             ok = all(v)
-            if self.admit_batch(ticket, v, bool(requested) or digest in fetching):
+            if self.admit_batch(ticket, v, digest in requested_digests):
                 out.append([digest, "stored" if ok else "held"])
             else:
-                out.append([digest, "mempool_full" if ok else "bad_signature"])
+                refused[digest] = "mempool_full" if ok else "bad_signature"
+                out.append([digest, refused[digest]])
         for record in out:
             stored = self._batches.get(record[0]) if record[0] is not None else None
             record.append(len(stored.tx_hashes) if stored is not None else 0)
         return out
+
+    def _known_outcome(self, digest: bytes) -> str:
+        """The outcome of a copy of a batch this mempool already has: "known", or "held"
+        if it holds it with a failed signature (stored only because a proposal or block
+        named it). Answered "known", it would become proposable by this node."""
+        stored = self._batches.get(digest)
+        if stored is not None and not all(stored.verdicts):
+            return "held"
+        return "known"
 
     def verify_stats(self) -> tuple[int, float]:
         """Signatures verified for this mempool and the seconds it took."""

@@ -170,6 +170,26 @@ def test_every_fetched_batch_stored_in_one_round_stops_being_fetched(tmp_path: P
     assert list(node._fetching) == [b"\x01" * 32]
 
 
+def test_a_batch_arriving_twice_at_once_is_verified_once(tmp_path: Path) -> None:
+    # A lagging node gets a block-sync answer carrying batches its queue also holds: the
+    # two mempool calls overlapped and each verified its copy. Made one after the other,
+    # the later copy is known.
+    count = 400
+
+    async def check(node: Node) -> None:
+        mempool = node.mempool.obj
+        w = Wallet.from_seed(sha256(b"twice"))
+        encoded = Batch(tuple(w.kv_set(node.chain_id, b"k%d" % i, b"v")
+                              for i in range(count))).encode()
+        before = mempool.verify_stats()[0]
+        await asyncio.gather(node._admit_remote_batches([(encoded, False)]),
+                             node._admit_remote_batches([(encoded, True)]))
+        assert mempool.verify_stats()[0] - before == count
+        assert mempool.size()[0] == count
+
+    _with_node(tmp_path, check)
+
+
 def test_a_gathering_loop_stops_when_cancelled_as_its_event_fires() -> None:
     # The intake and consensus loops wait in _gather. With asyncio.wait_for under
     # Python 3.11, a cancel arriving in the same loop turn as `now` was swallowed: the

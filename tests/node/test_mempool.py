@@ -438,6 +438,53 @@ def test_many_peer_batches_are_received_in_one_call():
     assert verdicts == b"\x00\x01"
 
 
+def test_copies_of_a_batch_in_one_call_are_verified_once():
+    digest, encoded = peer_batch(kv_txs(wallet(0), 3))
+    mp = Mempool(CHAIN, "kvstore")
+    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[encoded, False], [encoded, True], [encoded, False]], []])), raw=False)
+    assert outcomes == [[digest, "stored", 3], [digest, "known", 3], [digest, "known", 3]]
+    assert mp.verify_stats()[0] == 3
+    assert mp.size()[0] == 3
+
+
+def test_a_requested_copy_stores_a_batch_its_gossiped_copy_in_the_same_call_would_not():
+    # The gossiped copy comes first and has a failed signature: alone it is refused. The
+    # copy a proposal asked for, later in the same call, makes it held (verified once).
+    txs = kv_txs(wallet(0), 2)
+    txs[1] = forged(txs[1])
+    digest, encoded = peer_batch(txs)
+    mp = Mempool(CHAIN, "kvstore")
+    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[encoded, False], [encoded, True]], []])), raw=False)
+    assert outcomes == [[digest, "held", 2], [digest, "held", 2]]
+    assert mp.verify_stats()[0] == 2
+    # Gossiped twice and asked for by no one: refused, each copy alike, verified once more.
+    other_txs = kv_txs(wallet(1), 2)
+    other_txs[0] = forged(other_txs[0])
+    other_digest, other = peer_batch(other_txs)
+    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[other, False], [other, False]], []])), raw=False)
+    assert outcomes == [[other_digest, "bad_signature", 0], [other_digest, "bad_signature", 0]]
+    assert mp.verify_stats()[0] == 4
+
+
+def test_a_later_copy_of_a_held_batch_stays_held():
+    # A held batch (a failed signature, stored because a proposal named it) must never
+    # become proposable: a gossiped copy arriving later is answered "held", not "known",
+    # which the supervisor would hand to consensus as ready to propose.
+    txs = kv_txs(wallet(0), 2)
+    txs[0] = forged(txs[0])
+    digest, encoded = peer_batch(txs)
+    mp = Mempool(CHAIN, "kvstore")
+    first = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[encoded, True]], []])), raw=False)
+    again = msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[[encoded, False]], []])), raw=False)
+    assert first == again == [[digest, "held", 2]]
+    assert mp.verify_stats()[0] == 2   # the later copy is not verified again
+
+
 def test_a_peer_batch_is_not_held_to_this_nodes_client_tx_limit():
     # [mempool] max_tx_bytes is a node's admission setting: a validator with a smaller one
     # must still store (and so be able to vote on and execute) a batch a peer admitted.
