@@ -4,6 +4,7 @@ real batch verifier, rejections and their reasons, sealing, peer batches, commit
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 import msgpack
@@ -66,6 +67,20 @@ def committed(mp: Mempool, digests: list[bytes], hashes: list[bytes],
 def peer_batch(txs: list[bytes]) -> tuple[bytes, bytes]:
     batch = Batch(tuple(txs))
     return batch.digest(), batch.encode()
+
+
+def forged_batch(w: Wallet, n: int, bad: int) -> tuple[bytes, bytes]:
+    """`peer_batch` of n txs from `w`, tx `bad` with a forged signature."""
+    txs = kv_txs(w, n)
+    txs[bad] = forged(txs[bad])
+    return peer_batch(txs)
+
+
+def receive(mp: Mempool, items: list[tuple[bytes, bool]], fetching: Sequence[bytes] = ()
+            ) -> list[list]:
+    """`Mempool.receive_batches` of [(encoded, requested), ...], unpacked."""
+    return msgpack.unpackb(mp.receive_batches(msgpack.packb(
+        [[list(i) for i in items], list(fetching)])), raw=False)
 
 
 # --- admission ---------------------------------------------------------------------------
@@ -411,15 +426,11 @@ def test_contains_and_size_track_every_stage():
 
 def test_many_peer_batches_are_received_in_one_call():
     good_digest, good = peer_batch(kv_txs(wallet(0), 2))
-    w = wallet(1)
-    bad_txs = kv_txs(w, 2)
-    bad_txs[0] = forged(bad_txs[0])
-    bad_digest, bad = peer_batch(bad_txs)
+    bad_digest, bad = forged_batch(wallet(1), 2, 0)
     mp = Mempool(CHAIN, "kvstore")
     admit(mp, kv_txs(wallet(2), 1))
     [(own_digest, own)] = seal(mp)
-    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[good, False], [b"\xc1junk", False], [own, False], [bad, False]], []])), raw=False)
+    outcomes = receive(mp, [(good, False), (b"\xc1junk", False), (own, False), (bad, False)])
     # One outcome per input, in order. The gossiped bad batch is refused.
     assert [o[0] for o in outcomes] == [good_digest, None, own_digest, bad_digest]
     assert outcomes[0][1] == "stored" and outcomes[2][1] == "known"
@@ -431,8 +442,7 @@ def test_many_peer_batches_are_received_in_one_call():
     assert mp.verify_stats()[0] == 4
     assert mp.has_batches([good_digest, bad_digest]) == [True, False]
     # Named by a proposal (fetching), the same bad batch is held, never proposed.
-    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[bad, False]], [bad_digest]])), raw=False)
+    outcomes = receive(mp, [(bad, False)], [bad_digest])
     assert outcomes == [[bad_digest, "held", 2]]
     [[_encoded, verdicts]] = msgpack.unpackb(mp.get_batches([bad_digest]), raw=False)
     assert verdicts == b"\x00\x01"
@@ -441,8 +451,7 @@ def test_many_peer_batches_are_received_in_one_call():
 def test_copies_of_a_batch_in_one_call_are_verified_once():
     digest, encoded = peer_batch(kv_txs(wallet(0), 3))
     mp = Mempool(CHAIN, "kvstore")
-    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[encoded, False], [encoded, True], [encoded, False]], []])), raw=False)
+    outcomes = receive(mp, [(encoded, False), (encoded, True), (encoded, False)])
     assert outcomes == [[digest, "stored", 3], [digest, "known", 3], [digest, "known", 3]]
     assert mp.verify_stats()[0] == 3
     assert mp.size()[0] == 3
@@ -451,20 +460,14 @@ def test_copies_of_a_batch_in_one_call_are_verified_once():
 def test_a_requested_copy_stores_a_batch_its_gossiped_copy_in_the_same_call_would_not():
     # The gossiped copy comes first and has a failed signature: alone it is refused. The
     # copy a proposal asked for, later in the same call, makes it held (verified once).
-    txs = kv_txs(wallet(0), 2)
-    txs[1] = forged(txs[1])
-    digest, encoded = peer_batch(txs)
+    digest, encoded = forged_batch(wallet(0), 2, 1)
     mp = Mempool(CHAIN, "kvstore")
-    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[encoded, False], [encoded, True]], []])), raw=False)
+    outcomes = receive(mp, [(encoded, False), (encoded, True)])
     assert outcomes == [[digest, "held", 2], [digest, "held", 2]]
     assert mp.verify_stats()[0] == 2
     # Gossiped twice and asked for by no one: refused, each copy alike, verified once more.
-    other_txs = kv_txs(wallet(1), 2)
-    other_txs[0] = forged(other_txs[0])
-    other_digest, other = peer_batch(other_txs)
-    outcomes = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[other, False], [other, False]], []])), raw=False)
+    other_digest, other = forged_batch(wallet(1), 2, 0)
+    outcomes = receive(mp, [(other, False), (other, False)])
     assert outcomes == [[other_digest, "bad_signature", 0], [other_digest, "bad_signature", 0]]
     assert mp.verify_stats()[0] == 4
 
@@ -473,14 +476,10 @@ def test_a_later_copy_of_a_held_batch_stays_held():
     # A held batch (a failed signature, stored because a proposal named it) must never
     # become proposable: a gossiped copy arriving later is answered "held", not "known",
     # which the supervisor would hand to consensus as ready to propose.
-    txs = kv_txs(wallet(0), 2)
-    txs[0] = forged(txs[0])
-    digest, encoded = peer_batch(txs)
+    digest, encoded = forged_batch(wallet(0), 2, 0)
     mp = Mempool(CHAIN, "kvstore")
-    first = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[encoded, True]], []])), raw=False)
-    again = msgpack.unpackb(mp.receive_batches(msgpack.packb(
-        [[[encoded, False]], []])), raw=False)
+    first = receive(mp, [(encoded, True)])
+    again = receive(mp, [(encoded, False)])
     assert first == again == [[digest, "held", 2]]
     assert mp.verify_stats()[0] == 2   # the later copy is not verified again
 
